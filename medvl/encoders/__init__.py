@@ -1,0 +1,31 @@
+"""Encoders: the shared image encoder (``PatchEncoder``), text encoders and their registry.
+
+Build any registered encoder by name with :func:`create_encoder`; list them with
+:func:`list_encoders`. Importing this package registers every variant. Torch only:
+nothing here imports Lightning.
+"""
+
+from medvl.encoders.registry import (
+    create_encoder,
+    encoder_kind,
+    is_encoder,
+    list_encoders,
+    register_encoder,
+)
+from medvl.encoders.vision import PatchEncoder, VisionConfig
+
+try:  # text encoders register themselves on import
+    from medvl.encoders import text  # noqa: F401
+except ModuleNotFoundError as err:  # pragma: no cover - only while text.py is absent
+    if err.name != "medvl.encoders.text":
+        raise
+
+__all__ = [
+    "PatchEncoder",
+    "VisionConfig",
+    "create_encoder",
+    "encoder_kind",
+    "is_encoder",
+    "list_encoders",
+    "register_encoder",
+]

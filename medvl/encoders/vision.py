@@ -1,0 +1,423 @@
+"""PatchEncoder: the shared Vision Transformer image encoder of medvl.
+
+A ViT (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021,
+arXiv:2010.11929) built from ``medvl.layers`` with timm's backbone interface
+(``forward_features``, ``forward_head``, ``forward_intermediates``,
+``set_grad_checkpointing``, ``no_weight_decay``) and timm's ``VisionTransformer``
+parameter names, so a timm state dict loads with ``load_state_dict(strict=True)``.
+Additions for vision-language pretraining:
+
+* random patch dropout in training (FLIP: Li et al., "Scaling Language-Image
+  Pre-training via Masking", CVPR 2023, arXiv:2212.00794), the class token always kept;
+* position embeddings resampled on the fly (bicubic) when the input size differs from
+  ``img_size``;
+* LayerScale (CaiT, arXiv:2103.17239) and stochastic depth (arXiv:1603.09382).
+
+Variants are registered by name; build them with
+``medvl.encoders.create_encoder("vit_small_patch16", in_chans=1, img_size=224)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from medvl.encoders.registry import register_encoder
+from medvl.layers import Block, PatchEmbed, resample_abs_pos_embed, to_2tuple
+
+__all__ = ["PatchEncoder", "VisionConfig"]
+
+
+@dataclass
+class VisionConfig:
+    """Hyper-parameters of a :class:`PatchEncoder`; each field says why it exists."""
+
+    img_size: int | tuple[int, int] = 224  # size the position embedding is learnt at; other sizes are resampled
+    patch_size: int = 16  # patch side; sets the token count (img/patch)^2 and so the compute
+    in_chans: int = 1  # radiographs are single-channel; no need to triplicate into RGB
+    embed_dim: int = 384  # token width D; the main capacity knob together with depth
+    depth: int = 12  # number of Transformer blocks
+    num_heads: int = 6  # attention heads; head_dim = embed_dim / num_heads (64 in standard ViTs)
+    mlp_ratio: float = 4.0  # MLP hidden width / D, 4 as in the original Transformer
+    qkv_bias: bool = True  # bias on q/k/v as in ViT/timm; needed to load their weights
+    global_pool: Literal["token", "avg"] = "token"  # image feature: class token, or mean of patch tokens
+    class_token: bool = True  # prepend a learnt [CLS] token (required by global_pool="token")
+    drop_rate: float = 0.0  # dropout on the pooled feature before the head
+    proj_drop_rate: float = 0.0  # dropout after attention projection and in the MLP; 0 for pretraining
+    attn_drop_rate: float = 0.0  # dropout on attention probabilities; 0 for pretraining
+    drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this over depth; regularises deep ViTs
+    patch_dropout: float = 0.0  # FLIP: fraction of patch tokens dropped in training, a cheap speed-up
+    init_values: float | None = None  # LayerScale init (e.g. 1e-5); None disables LayerScale
+    norm_eps: float = 1e-6  # LayerNorm epsilon used by timm/big_vision ViTs
+    num_classes: int = 0  # >0 adds a linear head (probing/fine-tuning); 0 returns pooled features
+
+    def __post_init__(self) -> None:
+        if self.global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise ValueError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
+        if isinstance(self.img_size, list):  # YAML gives lists
+            self.img_size = tuple(self.img_size)
+
+
+def _take_indices(num_blocks: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """Absolute block indices: None -> all, int n -> last n, list -> those (negatives from end)."""
+    if indices is None:
+        indices = num_blocks
+    if isinstance(indices, int):
+        if not 0 < indices <= num_blocks:
+            raise ValueError(f"last-n indices {indices} out of range 1..{num_blocks}")
+        return list(range(num_blocks - indices, num_blocks))
+    take = []
+    for i in indices:
+        idx = num_blocks + i if i < 0 else i
+        if not 0 <= idx < num_blocks:
+            raise ValueError(f"block index {i} out of range for {num_blocks} blocks")
+        take.append(idx)
+    return take
+
+
+def _init_weights(module: nn.Module) -> None:
+    """timm's ``init_weights_vit_timm``: Linear trunc_normal(.02) with zero bias.
+
+    The patch-embedding convolution keeps PyTorch's default init and LayerNorm its
+    ones/zeros, as in timm.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+        nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class PatchEncoder(nn.Module):
+    """Vision Transformer image encoder with timm's backbone interface.
+
+    Args:
+        config: Hyper-parameters; defaults to ``VisionConfig()``.
+        **overrides: Fields replacing those of ``config``.
+
+    Attributes:
+        config: The resolved :class:`VisionConfig`.
+        num_features: Width of the pooled feature (= ``embed_dim``).
+        embed_dim: Token width ``D``.
+        patch_size: Patch side length.
+        grid_size: Patch grid ``(gh, gw)`` at ``img_size``.
+        num_prefix_tokens: 1 with a class token, else 0.
+    """
+
+    def __init__(self, config: VisionConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        config = dataclasses.replace(config or VisionConfig(), **overrides)
+        self.config = config
+        self.img_size = to_2tuple(config.img_size)
+        self.patch_size = config.patch_size
+        self.in_chans = config.in_chans
+        self.num_features = self.embed_dim = config.embed_dim
+        self.num_classes = config.num_classes
+        self.global_pool = config.global_pool
+        self.has_class_token = config.class_token
+        self.num_prefix_tokens = 1 if config.class_token else 0
+        self.grad_checkpointing = False
+        norm_layer = partial(nn.LayerNorm, eps=config.norm_eps)
+        D = config.embed_dim
+
+        self.patch_embed = PatchEmbed(
+            img_size=self.img_size,
+            patch_size=config.patch_size,
+            in_chans=config.in_chans,
+            embed_dim=D,
+            dynamic_img_size=True,  # any multiple of the patch size; pos_embed is resampled
+        )
+        self.grid_size = self.patch_embed.grid_size
+        num_patches = self.patch_embed.num_patches
+
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if config.class_token else None
+        # one position per prefix token and per patch, as in the original ViT/timm
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + num_patches, D))
+
+        # stochastic depth rises linearly from 0 to drop_path_rate (plain Python, so
+        # building on the meta device needs no tensor data)
+        dpr = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
+        self.blocks = nn.Sequential(
+            *[
+                Block(
+                    dim=D,
+                    num_heads=config.num_heads,
+                    mlp_ratio=config.mlp_ratio,
+                    qkv_bias=config.qkv_bias,
+                    proj_drop=config.proj_drop_rate,
+                    attn_drop=config.attn_drop_rate,
+                    init_values=config.init_values,
+                    drop_path=dpr[i],
+                    norm_layer=norm_layer,
+                )
+                for i in range(config.depth)
+            ]
+        )
+        self.norm = norm_layer(D)
+        self.head_drop = nn.Dropout(config.drop_rate)
+        self.head = nn.Linear(D, config.num_classes) if config.num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    # ------------------------------------------------------------------ setup
+    def init_weights(self) -> None:
+        """Re-initialises all weights as timm does (see ``_init_weights``)."""
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        self.apply(_init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exclude from weight decay (embeddings, as in timm)."""
+        names = {"pos_embed"}
+        if self.cls_token is not None:
+            names.add("cls_token")
+        return names
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in backward to save memory."""
+        self.grad_checkpointing = enable
+
+    def get_classifier(self) -> nn.Module:
+        """The classification head (``Identity`` when ``num_classes == 0``)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replaces the head, e.g. for linear probing on a new label set."""
+        if global_pool is not None:
+            if global_pool not in ("token", "avg"):
+                raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("global_pool='token' needs a class token")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    # ---------------------------------------------------------------- forward
+    def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Prepends the class token and adds (resampled) position embeddings."""
+        pos_embed = resample_abs_pos_embed(
+            self.pos_embed, new_grid=grid, old_grid=self.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+        )  # (1, P + N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
+        return x + pos_embed
+
+    def _patch_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """FLIP patch dropout: keep a random subset of patch tokens per sample (training only)."""
+        p = self.config.patch_dropout
+        if not self.training or p == 0.0:
+            return x
+        P = self.num_prefix_tokens
+        prefix, patches = x[:, :P], x[:, P:]  # (B, P, D), (B, N, D)
+        B, N, D = patches.shape
+        keep = max(1, int(N * (1.0 - p)))
+        idx = torch.argsort(torch.randn(B, N, device=x.device), dim=-1)[:, :keep]  # (B, keep)
+        patches = patches.gather(1, idx.unsqueeze(-1).expand(-1, -1, D))  # (B, keep, D)
+        return torch.cat([prefix, patches], dim=1)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.patch_embed.dynamic_feat_size(x.shape[-2:])
+        x = self.patch_embed(x)  # (B, N, D)
+        x = self._pos_embed(x, grid)  # (B, P + N, D)
+        return self._patch_dropout(x)  # (B, P + N', D), N' <= N in training
+
+    def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(blk, x, use_reentrant=False)
+        return blk(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Encodes images into normalised tokens.
+
+        Args:
+            x: Images, ``(B, C, H, W)`` with H and W multiples of the patch size.
+
+        Returns:
+            Tokens after the final norm, ``(B, P + N, D)``: the class token first (if
+            any), then patch tokens in row-major order (a random subset in training
+            when ``patch_dropout > 0``).
+        """
+        x = self._embed(x)
+        for blk in self.blocks:
+            x = self._run_block(blk, x)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Pools tokens ``(B, P + N, D)`` to ``(B, D)``: class token, or mean of patch tokens."""
+        if self.global_pool == "avg":
+            return x[:, self.num_prefix_tokens :].mean(dim=1)
+        return x[:, 0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pools tokens and applies the head.
+
+        Args:
+            x: Output of :meth:`forward_features`, ``(B, P + N, D)``.
+            pre_logits: Return the pooled feature ``(B, D)`` without the head.
+
+        Returns:
+            ``(B, num_classes)``, or ``(B, D)`` when ``pre_logits`` or ``num_classes == 0``.
+        """
+        x = self.head_drop(self.pool(x))  # (B, D)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward_head(forward_features(x))``: ``(B, C, H, W) -> (B, num_classes or D)``."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        output_fmt: Literal["NCHW", "NLC"] = "NCHW",
+        intermediates_only: bool = False,
+        return_prefix_tokens: bool = False,
+    ) -> list[Any] | tuple[torch.Tensor, list[Any]]:
+        """Runs the encoder and returns the outputs of selected blocks (timm interface).
+
+        Args:
+            x: Images, ``(B, C, H, W)``.
+            indices: Blocks to take: None for all, an int ``n`` for the last ``n``, or a
+                list of block indices (negative counts from the end).
+            norm: Apply the final norm to each intermediate.
+            output_fmt: ``"NCHW"`` for ``(B, D, gh, gw)`` feature maps, ``"NLC"`` for
+                ``(B, N, D)`` patch tokens.
+            intermediates_only: Return only the intermediates list.
+            return_prefix_tokens: Return ``(patch_features, prefix_tokens (B, P, D))``
+                pairs instead of patch features alone.
+
+        Returns:
+            ``(final_tokens (B, P + N, D), intermediates)``, or ``intermediates`` alone.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take = _take_indices(len(self.blocks), indices)
+        B, _, H, W = x.shape
+        gh, gw = self.patch_embed.dynamic_feat_size((H, W))
+        x = self._embed(x)  # (B, P + N, D)
+        if output_fmt == "NCHW" and x.shape[1] != self.num_prefix_tokens + gh * gw:
+            raise ValueError("output_fmt='NCHW' needs all patches; patch dropout is active (use NLC)")
+
+        intermediates = []
+        # with intermediates_only, blocks after the last taken one need not run
+        blocks = self.blocks[: max(take) + 1] if intermediates_only else self.blocks
+        for i, blk in enumerate(blocks):
+            x = self._run_block(blk, x)
+            if i in take:
+                intermediates.append(self.norm(x) if norm else x)
+
+        P = self.num_prefix_tokens
+        prefix = [y[:, :P] for y in intermediates]  # each (B, P, D)
+        feats = [y[:, P:] for y in intermediates]  # each (B, N, D)
+        if output_fmt == "NCHW":
+            feats = [y.reshape(B, gh, gw, -1).permute(0, 3, 1, 2).contiguous() for y in feats]
+        out: list[Any] = list(zip(feats, prefix)) if return_prefix_tokens else feats
+        if intermediates_only:
+            return out
+        return self.norm(x), out
+
+
+# ------------------------------------------------------------------ variants
+def _create(fixed: dict[str, Any], overrides: dict[str, Any]) -> PatchEncoder:
+    return PatchEncoder(VisionConfig(**{**fixed, **overrides}))
+
+
+@register_encoder
+def test_vit_tiny_patch8(**overrides: Any) -> PatchEncoder:
+    """Test-only ViT: 32 px, 4x4 patches, D=32, 2 blocks. Runs in milliseconds on CPU."""
+    fixed = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def test_vit_tiny_gap_patch8(**overrides: Any) -> PatchEncoder:
+    """Test-only ViT exercising the other paths: no class token, mean pool, LayerScale."""
+    fixed = dict(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+        class_token=False, global_pool="avg", init_values=1e-5,
+    )
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_nano_patch16(**overrides: Any) -> PatchEncoder:
+    """ViT-Nano/16 (D=128, 4 blocks, 4 heads): a quick CPU demo model."""
+    fixed = dict(patch_size=16, embed_dim=128, depth=4, num_heads=4)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_micro_patch8(**overrides: Any) -> PatchEncoder:
+    """ViT-Micro/8 at 112 px (D=192, 6 blocks, 3 heads): small but fine-grained."""
+    fixed = dict(img_size=112, patch_size=8, embed_dim=192, depth=6, num_heads=3)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_tiny_patch16(**overrides: Any) -> PatchEncoder:
+    """ViT-Ti/16 (D=192, 12 blocks, 3 heads; DeiT, arXiv:2012.12877)."""
+    fixed = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_small_patch16(**overrides: Any) -> PatchEncoder:
+    """ViT-S/16 (D=384, 12 blocks, 6 heads; DeiT, arXiv:2012.12877)."""
+    fixed = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_small_patch14(**overrides: Any) -> PatchEncoder:
+    """ViT-S/14 (D=384, 12 blocks, 6 heads; the DINOv2 small geometry)."""
+    fixed = dict(patch_size=14, embed_dim=384, depth=12, num_heads=6)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_base_patch16(**overrides: Any) -> PatchEncoder:
+    """ViT-B/16 (D=768, 12 blocks, 12 heads; arXiv:2010.11929)."""
+    fixed = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_base_patch14(**overrides: Any) -> PatchEncoder:
+    """ViT-B/14 (D=768, 12 blocks, 12 heads; the DINOv2 base geometry)."""
+    fixed = dict(patch_size=14, embed_dim=768, depth=12, num_heads=12)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_large_patch16(**overrides: Any) -> PatchEncoder:
+    """ViT-L/16 (D=1024, 24 blocks, 16 heads; arXiv:2010.11929)."""
+    fixed = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit_large_patch14(**overrides: Any) -> PatchEncoder:
+    """ViT-L/14 (D=1024, 24 blocks, 16 heads; the CLIP/DINOv2 large geometry)."""
+    fixed = dict(patch_size=14, embed_dim=1024, depth=24, num_heads=16)
+    return _create(fixed, overrides)

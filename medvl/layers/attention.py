@@ -1,0 +1,204 @@
+"""Multi-head self-attention and the pre-norm Transformer block built on it.
+
+``Attention`` is the scaled dot-product multi-head self-attention of Vaswani et al.,
+"Attention Is All You Need" (NeurIPS 2017, arXiv:1706.03762). ``Block`` is the pre-norm
+ViT encoder block of Dosovitskiy et al. (ICLR 2021, arXiv:2010.11929, Eq. 2-3), with
+optional LayerScale (Touvron et al., "Going deeper with Image Transformers", CaiT,
+ICCV 2021, arXiv:2103.17239) and stochastic depth / DropPath (Huang et al., ECCV 2016,
+arXiv:1603.09382) on each residual branch.
+
+Two paths compute attention, as in timm's ``fused_attn``: the fused path calls
+``F.scaled_dot_product_attention`` (flash / memory-efficient kernels); the reference
+path spells the maths out. ``MEDVL_FUSED=0`` in the environment selects the reference
+path for modules built afterwards; ``module.fused_attn = False`` switches one module.
+Module and parameter names follow timm's ``VisionTransformer`` (``norm1``, ``attn.qkv``,
+``attn.proj``, ``ls1.gamma``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``) so that timm weights
+load with a straight state-dict copy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medvl.layers.mlp import Mlp
+
+__all__ = ["Attention", "Block", "DropPath", "LayerScale", "drop_path", "fused_attn_default"]
+
+
+def fused_attn_default() -> bool:
+    """Whether new ``Attention`` modules use the fused SDPA path (``MEDVL_FUSED`` != "0")."""
+    return os.environ.get("MEDVL_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a token sequence.
+
+    Args:
+        dim: Token width ``D``; must be divisible by ``num_heads``.
+        num_heads: Number of attention heads.
+        qkv_bias: Whether the joint q/k/v projection has a bias.
+        attn_drop: Dropout on the attention probabilities (training only).
+        proj_drop: Dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = fused_attn_default()
+
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attends every token to every token.
+
+        Args:
+            x: Tokens, ``(B, N, D)``.
+            attn_mask: Optional mask broadcastable to ``(B, heads, N, N)``; boolean
+                (True = may attend) or additive float, as ``F.scaled_dot_product_attention``.
+
+        Returns:
+            Updated tokens, ``(B, N, D)``.
+        """
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, N, hd)
+
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=attn_mask,
+                dropout_p=self.attn_drop.p if self.training else 0.0,
+            )  # (B, nh, N, hd)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, N)
+            if attn_mask is not None:
+                if attn_mask.dtype == torch.bool:
+                    attn = attn.masked_fill(~attn_mask, float("-inf"))
+                else:
+                    attn = attn + attn_mask
+            # fp32 island: softmax statistics in fp32 so bf16/fp16 logits do not lose
+            # mass in the normaliser; probabilities go back to the compute dtype.
+            attn = attn.float().softmax(dim=-1).to(v.dtype)
+            attn = self.attn_drop(attn)
+            x = attn @ v  # (B, nh, N, hd)
+
+        x = x.transpose(1, 2).reshape(B, N, D)  # (B, N, D)
+        return self.proj_drop(self.proj(x))
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnt scaling of a residual branch (CaiT, arXiv:2103.17239).
+
+    Args:
+        dim: Channel width.
+        init_values: Initial value of every scale (small, e.g. 1e-5, so a deep block
+            starts close to identity).
+    """
+
+    def __init__(self, dim: int, init_values: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scales the last dimension: ``(..., D) -> (..., D)``."""
+        return x * self.gamma
+
+
+def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Zeros whole samples of a residual branch with probability ``drop_prob``.
+
+    Surviving samples are scaled by ``1 / (1 - drop_prob)`` so the expectation is kept.
+    Identity when not training or when ``drop_prob == 0``.
+    """
+    if drop_prob == 0.0 or not training:
+        return x
+    keep_prob = 1.0 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # (B, 1, 1, ...): one draw per sample
+    mask = x.new_empty(shape).bernoulli_(keep_prob)
+    return x * mask.div_(keep_prob)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (Huang et al., arXiv:1603.09382) as a module."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Drops the branch for random samples in training mode."""
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob:.3f}"
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer encoder block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+    Args:
+        dim: Token width ``D``.
+        num_heads: Number of attention heads.
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        qkv_bias: Whether the q/k/v projection has a bias.
+        proj_drop: Dropout after the attention projection and in the MLP.
+        attn_drop: Dropout on attention probabilities.
+        init_values: LayerScale initial value; None disables LayerScale.
+        drop_path: Stochastic depth probability for both residual branches.
+        act_layer: MLP activation class.
+        norm_layer: Norm class, called with ``dim``. Default LayerNorm(eps=1e-6) as in
+            timm/big_vision ViTs. Under CUDA autocast ``layer_norm`` already computes its
+            statistics in fp32.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        init_values: float | None = None,
+        drop_path: float = 0.0,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        norm_layer: Callable[[int], nn.Module] = partial(nn.LayerNorm, eps=1e-6),
+    ) -> None:
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = Attention(
+            dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop
+        )
+        self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Applies the block: ``(B, N, D) -> (B, N, D)``."""
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x

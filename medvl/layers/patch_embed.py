@@ -1,0 +1,108 @@
+"""Image-to-patch embedding: the "16x16 words" of the Vision Transformer.
+
+Implements the patch projection of Dosovitskiy et al., "An Image is Worth 16x16 Words:
+Transformers for Image Recognition at Scale" (ICLR 2021, arXiv:2010.11929): a
+convolution whose kernel and stride equal the patch size cuts the image into
+non-overlapping patches and projects each to ``embed_dim``. Module and parameter names
+(``proj.weight``, ``proj.bias``) follow ``timm.layers.PatchEmbed`` so that weights copy
+across with a plain ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["PatchEmbed", "to_2tuple"]
+
+
+def to_2tuple(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Returns ``(x, x)`` for an int and ``tuple(x)`` for a pair."""
+    if isinstance(x, int):
+        return (x, x)
+    x = tuple(int(v) for v in x)
+    if len(x) != 2:
+        raise ValueError(f"expected an int or a pair, got {x!r}")
+    return x  # type: ignore[return-value]
+
+
+class PatchEmbed(nn.Module):
+    """Splits an image into patches and linearly embeds each one.
+
+    Args:
+        img_size: Nominal input size, an int or ``(H, W)``. Fixes ``grid_size`` and
+            ``num_patches`` (the size the position embedding is learnt at).
+        patch_size: Patch side length, an int or ``(ph, pw)``.
+        in_chans: Number of input channels (1 for radiographs).
+        embed_dim: Output embedding width ``D``.
+        norm_layer: Optional norm applied to the patch tokens; ``None`` for identity.
+        bias: Whether the projection has a bias.
+        dynamic_img_size: If True, accept any input whose height and width are
+            divisible by the patch size; otherwise the input must be ``img_size``.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+        bias: bool = True,
+        dynamic_img_size: bool = False,
+    ) -> None:
+        super().__init__()
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = to_2tuple(patch_size)
+        if any(s % p for s, p in zip(self.img_size, self.patch_size)):
+            raise ValueError(
+                f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}"
+            )
+        self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.dynamic_img_size = dynamic_img_size
+
+        self.proj = nn.Conv2d(
+            in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias
+        )
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else nn.Identity()
+
+    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
+        """Returns the patch grid ``(gh, gw)`` for an input of size ``(H, W)``."""
+        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) image batch, got shape {tuple(x.shape)}")
+        _, c, h, w = x.shape
+        if c != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {c}")
+        if self.dynamic_img_size:
+            if h % self.patch_size[0] or w % self.patch_size[1]:
+                raise ValueError(
+                    f"input size ({h}, {w}) is not divisible by patch size {self.patch_size}"
+                )
+        elif (h, w) != self.img_size:
+            raise ValueError(
+                f"input size ({h}, {w}) does not match img_size {self.img_size}; "
+                "build with dynamic_img_size=True to accept other sizes"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeds patches.
+
+        Args:
+            x: Images, ``(B, C, H, W)``.
+
+        Returns:
+            Patch tokens in row-major grid order, ``(B, N, D)`` with
+            ``N = (H / ph) * (W / pw)``.
+        """
+        self._check_input(x)
+        x = self.proj(x)  # (B, D, gh, gw)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        return self.norm(x)

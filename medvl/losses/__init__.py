@@ -1,0 +1,8 @@
+"""Loss modules. Each consumes a model's output dict: ``loss = ClipLoss()(**out)``.
+
+Torch only: nothing here imports Lightning.
+"""
+
+from medvl.losses.contrastive import ClipLoss, SigLipLoss
+
+__all__ = ["ClipLoss", "SigLipLoss"]

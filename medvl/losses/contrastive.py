@@ -1,0 +1,150 @@
+"""Contrastive image-text losses: CLIP's softmax InfoNCE and SigLIP's pairwise sigmoid.
+
+* :class:`ClipLoss` -- the symmetric InfoNCE loss of Radford et al., "Learning
+  Transferable Visual Models From Natural Language Supervision" (CLIP, ICML 2021,
+  arXiv:2103.00020), in the form of open_clip's ``ClipLoss``; optional label smoothing.
+* :class:`SigLipLoss` -- the pairwise sigmoid loss of Zhai et al., "Sigmoid Loss for
+  Language Image Pre-Training" (SigLIP, ICCV 2023, arXiv:2303.15343), normalised as in
+  big_vision and open_clip: ``-sum(logsigmoid(labels * logits)) / batch_size``.
+
+Models return features and losses consume them (STYLE.md, item 1): both losses take the
+model's output dict as keywords, ``loss = ClipLoss()(**out)``, and ignore keys they do
+not use (``patch_tokens``, ...). Features are expected L2-normalised and ``logit_scale``
+already exponentiated (``logit_scale = model.logit_scale.exp()``, i.e. the inverse
+temperature itself, not its log). Logits and the loss are computed in an explicit fp32
+island, so bf16/fp16 features under autocast give the fp32 value.
+
+Single-process losses: with data parallelism each rank contrasts its local batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ClipLoss", "SigLipLoss"]
+
+
+def _check_pair(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
+    if image_features.ndim != 2 or text_features.ndim != 2:
+        raise ValueError(
+            "expected (B, D) image and text features, got "
+            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
+    if image_features.shape != text_features.shape:
+        raise ValueError(
+            "image and text features must be paired with equal shapes, got "
+            f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+        )
+
+
+def _as_fp32(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """A scalar (tensor or number) as fp32 on ``like``'s device, keeping its autograd graph."""
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    return torch.tensor(float(value), device=like.device, dtype=torch.float32)
+
+
+class ClipLoss(nn.Module):
+    """Symmetric InfoNCE over a batch of paired image and text features.
+
+    For ``B`` pairs, ``logits = logit_scale * image_features @ text_features.T`` and the
+    loss is the mean of the cross-entropies of its rows (image -> text) and columns
+    (text -> image), the diagonal being the positive pair.
+
+    Args:
+        label_smoothing: Cross-entropy label smoothing in ``[0, 1)``; 0 is plain CLIP.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor | float,
+        **unused: Any,
+    ) -> torch.Tensor:
+        """Computes the loss.
+
+        Args:
+            image_features: L2-normalised image embeddings, ``(B, D)``.
+            text_features: L2-normalised text embeddings, ``(B, D)``; row ``i`` pairs
+                with image ``i``.
+            logit_scale: Inverse temperature, already exponentiated (scalar tensor or
+                float); gradients flow back into it.
+            **unused: Other model outputs, ignored. A ``logit_bias`` is ignored too:
+                adding a constant to every logit leaves a softmax unchanged.
+
+        Returns:
+            Scalar fp32 loss.
+        """
+        _check_pair(image_features, text_features)
+        # fp32 island: the B x B logits and their log-softmax are the numerically
+        # sensitive part (a large logit_scale over bf16 dot products loses the margin
+        # between positives and hard negatives), so autocast is switched off and the
+        # inputs are upcast explicitly.
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            img = image_features.float()
+            txt = text_features.float()
+            scale = _as_fp32(logit_scale, img)
+            logits_per_image = scale * img @ txt.T  # (B, B): row i scores image i vs all texts
+            labels = torch.arange(img.shape[0], device=img.device)  # (B,) positives on the diagonal
+            loss_i2t = F.cross_entropy(
+                logits_per_image, labels, label_smoothing=self.label_smoothing
+            )
+            loss_t2i = F.cross_entropy(
+                logits_per_image.T, labels, label_smoothing=self.label_smoothing
+            )
+            return (loss_i2t + loss_t2i) / 2
+
+
+class SigLipLoss(nn.Module):
+    """Pairwise sigmoid loss: every image-text pair is an independent binary problem.
+
+    ``logits = logit_scale * image_features @ text_features.T + logit_bias``, labels are
+    +1 on the diagonal and -1 elsewhere, and
+    ``loss = -sum_ij logsigmoid(labels_ij * logits_ij) / B`` (big_vision / open_clip).
+    SigLIP initialises ``logit_scale = 10`` (``log 10`` before ``exp``) and
+    ``logit_bias = -10``.
+    """
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor | float,
+        logit_bias: torch.Tensor | float,
+        **unused: Any,
+    ) -> torch.Tensor:
+        """Computes the loss.
+
+        Args:
+            image_features: L2-normalised image embeddings, ``(B, D)``.
+            text_features: L2-normalised text embeddings, ``(B, D)``.
+            logit_scale: Inverse temperature, already exponentiated.
+            logit_bias: Learnt additive bias on every logit.
+            **unused: Other model outputs, ignored.
+
+        Returns:
+            Scalar fp32 loss.
+        """
+        _check_pair(image_features, text_features)
+        # fp32 island: logsigmoid of B x B scaled logits, summed; in bf16 the sum over
+        # B^2 small negative terms would round away, so compute it in fp32.
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            img = image_features.float()
+            txt = text_features.float()
+            scale = _as_fp32(logit_scale, img)
+            bias = _as_fp32(logit_bias, img)
+            logits = scale * img @ txt.T + bias  # (B, B)
+            B = img.shape[0]
+            labels = 2 * torch.eye(B, device=img.device) - 1  # (B, B): +1 diagonal, -1 elsewhere
+            return -F.logsigmoid(labels * logits).sum() / B

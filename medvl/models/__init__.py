@@ -1,0 +1,5 @@
+"""LightningModules, one per task."""
+
+from medvl.models.contrastive import ContrastivePretraining
+
+__all__ = ["ContrastivePretraining"]

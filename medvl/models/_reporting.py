@@ -1,0 +1,71 @@
+"""Human-facing test reports: a table on the console, JSON and a ROC-curve PNG on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medvl.metrics.classification import roc_curve
+
+
+def _out_dir(trainer) -> Path:
+    d = Path(trainer.log_dir or trainer.default_root_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def report_metrics(metrics: dict[str, float], scores: np.ndarray, labels: np.ndarray, names: list[str], trainer) -> Path:
+    """Print the zero-shot/retrieval table and write ``test_metrics.json`` and ``roc_curves.png``.
+
+    Returns:
+        The folder the files were written to.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    out = _out_dir(trainer)
+    table = Table(title="Zero-shot classification (test split)")
+    table.add_column("finding")
+    table.add_column("AUROC", justify="right")
+    table.add_column("positives / negatives", justify="right")
+    for j, name in enumerate(names):
+        pos, neg = int((labels[:, j] == 1).sum()), int((labels[:, j] == 0).sum())
+        table.add_row(name, f"{metrics[f'auroc/{name}']:.3f}", f"{pos} / {neg}")
+    rtable = Table(title="Retrieval (test split)")
+    rtable.add_column("direction")
+    ks = sorted({k.split("@")[1] for k in metrics if "R@" in k and not k.startswith("mean")}, key=int)
+    for k in ks:
+        rtable.add_column(f"R@{k}", justify="right")
+    for d, label in (("i2t", "image → report"), ("t2i", "report → image")):
+        rtable.add_row(label, *(f"{metrics[f'{d}_R@{k}']:.3f}" for k in ks))
+    console = Console()
+    console.print(table)
+    console.print(rtable)
+    console.print(f"mean zero-shot AUROC: {metrics['auroc_mean']:.4f}")
+    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+    _plot_roc(scores, labels, names, metrics, out / "roc_curves.png")
+    console.print(f"metrics and ROC curves written to {out}")
+    return out
+
+
+def _plot_roc(scores: np.ndarray, labels: np.ndarray, names: list[str], metrics: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for j, name in enumerate(names):
+        keep = labels[:, j] >= 0
+        if len(np.unique(labels[keep, j])) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(scores[keep, j], labels[keep, j])
+        ax.plot(fpr, tpr, label=f"{name} ({metrics[f'auroc/{name}']:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Zero-shot ROC (test)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,245 @@
+"""Tests for the encoder registry and PatchEncoder (timm ``tests/test_models.py`` style)."""
+
+import pytest
+import torch
+
+from medvl.encoders import (
+    PatchEncoder,
+    VisionConfig,
+    create_encoder,
+    encoder_kind,
+    is_encoder,
+    list_encoders,
+    register_encoder,
+)
+from medvl.encoders import registry as registry_mod
+
+TEST_VISION = [n for n in list_encoders("test_*", kind="vision")]
+ALL_VISION = list_encoders(kind="vision")
+
+
+# ---------------------------------------------------------------- registry
+def test_registry_lists_and_filters():
+    assert "test_vit_tiny_patch8" in TEST_VISION and len(TEST_VISION) >= 2
+    assert {"vit_small_patch16", "vit_base_patch16", "vit_large_patch14"} <= set(ALL_VISION)
+    assert list_encoders("vit_*_patch14", kind="vision") == [
+        "vit_base_patch14", "vit_large_patch14", "vit_small_patch14"
+    ]
+    assert is_encoder("vit_small_patch16") and not is_encoder("vit_gigantic")
+    assert encoder_kind("vit_small_patch16") == "vision"
+    assert all(encoder_kind(n) == "text" for n in list_encoders(kind="text"))
+    with pytest.raises(ValueError, match="kind"):
+        list_encoders(kind="audio")
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(KeyError, match="vit_small_patch16"):
+        create_encoder("vit_smal_patch16")
+
+
+def test_register_bare_and_with_kind(monkeypatch):
+    monkeypatch.setattr(registry_mod, "_factories", dict(registry_mod._factories))
+    monkeypatch.setattr(registry_mod, "_kinds", dict(registry_mod._kinds))
+
+    @register_encoder
+    def _tmp_vision(**kw):
+        return torch.nn.Identity()
+
+    @register_encoder(kind="text")
+    def _tmp_text(**kw):
+        return torch.nn.Linear(kw.get("width", 2), 2)
+
+    assert encoder_kind("_tmp_vision") == "vision" and encoder_kind("_tmp_text") == "text"
+    assert create_encoder("_tmp_text", width=3).in_features == 3
+    with pytest.raises(ValueError, match="kind"):
+        register_encoder(kind="audio")(lambda: None)
+
+
+def test_overrides_reach_config():
+    m = create_encoder("test_vit_tiny_patch8", in_chans=3, img_size=48, num_classes=5)
+    assert isinstance(m, PatchEncoder)
+    assert m.config.in_chans == 3 and m.grid_size == (6, 6) and m.num_classes == 5
+    assert m(torch.randn(1, 3, 48, 48)).shape == (1, 5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="class_token"):
+        VisionConfig(class_token=False, global_pool="token")
+    with pytest.raises(ValueError, match="divisible"):
+        VisionConfig(embed_dim=100, num_heads=3)
+    with pytest.raises(ValueError, match="patch_dropout"):
+        VisionConfig(patch_dropout=1.0)
+
+
+# ------------------------------------------------------- registry-wide checks
+@pytest.mark.parametrize("name", TEST_VISION)
+def test_test_encoders_forward_backward(name):
+    torch.manual_seed(0)
+    m = create_encoder(name, drop_path_rate=0.1, patch_dropout=0.25).train()
+    x = torch.randn(2, m.in_chans, *m.img_size)
+    tokens = m.forward_features(x)
+    assert tokens.shape[0] == 2 and tokens.shape[-1] == m.embed_dim
+    out = m.forward_head(tokens)
+    assert out.shape == (2, m.num_features)
+    (out.square().mean() + tokens.mean()).backward()
+    for pname, p in m.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+    assert torch.isfinite(out).all()
+
+
+def _vit_param_count(cfg: VisionConfig) -> int:
+    D, C, p = cfg.embed_dim, cfg.in_chans, cfg.patch_size
+    n = (cfg.img_size // p) ** 2 if isinstance(cfg.img_size, int) else 0
+    hidden = int(D * cfg.mlp_ratio)
+    block = (
+        2 * 2 * D  # norm1, norm2
+        + (D * 3 * D + 3 * D * cfg.qkv_bias)  # qkv
+        + (D * D + D)  # proj
+        + (D * hidden + hidden) + (hidden * D + D)  # mlp
+        + (2 * D if cfg.init_values is not None else 0)  # LayerScale
+    )
+    prefix = 1 if cfg.class_token else 0
+    return (
+        C * p * p * D + D  # patch_embed.proj
+        + prefix * D  # cls_token
+        + (prefix + n) * D  # pos_embed
+        + cfg.depth * block
+        + 2 * D  # final norm
+    )
+
+
+@pytest.mark.parametrize("name", ALL_VISION)
+def test_every_encoder_builds_on_meta_with_expected_params(name):
+    with torch.device("meta"):
+        m = create_encoder(name)
+    count = sum(p.numel() for p in m.parameters())
+    assert count == _vit_param_count(m.config)
+    assert m.no_weight_decay() <= dict(m.named_parameters()).keys()
+
+
+def test_known_param_counts():
+    # ViT-B/16 with RGB input and no head: 85.8M, as reported by timm (vit_base_patch16_224).
+    with torch.device("meta"):
+        m = create_encoder("vit_base_patch16", in_chans=3)
+    assert sum(p.numel() for p in m.parameters()) == 85_798_656
+
+
+# ---------------------------------------------------------------- interface
+def test_forward_intermediates_shapes():
+    m = create_encoder("test_vit_tiny_patch8", depth=3).eval()
+    x = torch.randn(2, 1, 32, 40)
+    final, inter = m.forward_intermediates(x)
+    assert final.shape == (2, 1 + 4 * 5, 32) and len(inter) == 3
+    assert all(t.shape == (2, 32, 4, 5) for t in inter)
+    torch.testing.assert_close(final, m.forward_features(x))
+    only = m.forward_intermediates(x, indices=[0, -1], output_fmt="NLC", intermediates_only=True)
+    assert [t.shape for t in only] == [(2, 20, 32), (2, 20, 32)]
+    torch.testing.assert_close(only[1], inter[2].flatten(2).transpose(1, 2))
+    last = m.forward_intermediates(x, indices=1, norm=True, intermediates_only=True)
+    torch.testing.assert_close(last[0].flatten(2).transpose(1, 2), final[:, 1:])
+    pairs = m.forward_intermediates(x, indices=1, return_prefix_tokens=True, intermediates_only=True)
+    assert pairs[0][1].shape == (2, 1, 32)
+    with pytest.raises(ValueError):
+        m.forward_intermediates(x, indices=4)
+
+
+def test_pos_embed_interpolation_at_other_sizes():
+    m = create_encoder("test_vit_tiny_patch8").eval()
+    for size in [(32, 32), (48, 48), (24, 40)]:
+        gh, gw = size[0] // 8, size[1] // 8
+        assert m.forward_features(torch.randn(1, 1, *size)).shape == (1, 1 + gh * gw, 32)
+    with pytest.raises(ValueError, match="divisible"):
+        m(torch.randn(1, 1, 30, 32))
+
+
+def test_grad_checkpointing_identical():
+    torch.manual_seed(0)
+    m = create_encoder("test_vit_tiny_patch8", depth=3).train()  # no dropouts configured
+    x = torch.randn(2, 1, 32, 32)
+    m(x).sum().backward()
+    ref_out = m(x).detach()
+    ref_grads = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    m.set_grad_checkpointing(True)
+    out = m(x)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), ref_out)
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(p.grad, ref_grads[n], msg=n)
+
+
+def test_patch_dropout_only_in_training():
+    m = create_encoder("test_vit_tiny_patch8", patch_dropout=0.5)
+    x = torch.randn(2, 1, 32, 32)
+    m.train()
+    assert m.forward_features(x).shape == (2, 1 + 8, 32)  # cls kept + half of 16 patches
+    m.eval()
+    assert m.forward_features(x).shape == (2, 1 + 16, 32)
+    m.train()
+    with pytest.raises(ValueError, match="NLC"):
+        m.forward_intermediates(x)
+    assert m.forward_intermediates(x, output_fmt="NLC")[1][0].shape == (2, 8, 32)
+
+
+def test_patch_dropout_keeps_cls_token_first():
+    m = create_encoder("test_vit_tiny_patch8", patch_dropout=0.5, depth=1).train()
+    x = m.patch_embed(torch.randn(2, 1, 32, 32))
+    x = m._pos_embed(x, m.grid_size)
+    kept = m._patch_dropout(x)
+    torch.testing.assert_close(kept[:, 0], x[:, 0])
+    # every kept patch token is one of the sample's original patch tokens
+    for b in range(2):
+        d = torch.cdist(kept[b, 1:], x[b, 1:])
+        assert (d.min(dim=1).values < 1e-6).all()
+
+
+def test_pooling_and_head():
+    m = create_encoder("test_vit_tiny_gap_patch8").eval()
+    x = torch.randn(2, 1, 32, 32)
+    tokens = m.forward_features(x)
+    assert tokens.shape == (2, 16, 32)  # no class token
+    torch.testing.assert_close(m(x), tokens.mean(1))
+    assert m.no_weight_decay() == {"pos_embed"}
+    m.reset_classifier(3)
+    assert m(x).shape == (2, 3)
+    assert m.forward_head(tokens, pre_logits=True).shape == (2, 32)
+
+
+def test_init_like_timm():
+    torch.manual_seed(0)
+    m = create_encoder("vit_nano_patch16", img_size=64)
+    assert m.blocks[0].attn.qkv.bias.abs().sum() == 0
+    assert abs(m.blocks[0].mlp.fc1.weight.std().item() - 0.02) < 0.003
+    assert abs(m.pos_embed.std().item() - 0.02) < 0.003
+    assert m.cls_token.abs().max() < 1e-4
+    assert torch.equal(m.norm.weight, torch.ones_like(m.norm.weight))
+
+
+# ------------------------------------------------------------------ timm parity
+@pytest.mark.parametrize("init_values", [None, 1e-2])
+def test_timm_parity(init_values):
+    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    torch.manual_seed(0)
+    kw = dict(img_size=32, patch_size=8, in_chans=1, embed_dim=32, depth=2, num_heads=2,
+              init_values=init_values)
+    ref = timm_vit.VisionTransformer(
+        num_classes=0, class_token=True, global_pool="token", dynamic_img_size=True, **kw
+    ).eval()
+    ours = PatchEncoder(VisionConfig(**kw)).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    for size in [(32, 32), (48, 40)]:
+        x = torch.randn(2, 1, *size)
+        feats = ours.forward_features(x)
+        torch.testing.assert_close(feats, ref.forward_features(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            ours.forward_head(feats, pre_logits=True),
+            ref.forward_head(feats, pre_logits=True), rtol=1e-5, atol=1e-5,
+        )
+    x = torch.randn(2, 1, 32, 32)
+    _, ours_int = ours.forward_intermediates(x, indices=[0, 1])
+    _, ref_int = ref.forward_intermediates(x, indices=[0, 1])
+    for a, b in zip(ours_int, ref_int):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert set(ours.no_weight_decay()) <= set(ref.no_weight_decay())
