@@ -23,9 +23,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 Array = np.ndarray
+Anatomy = Mapping[str, float]
+Lungs = Mapping[str, Mapping[str, Any]]
+Maps = dict[str, Array]
+Params = Mapping[str, Any]
 
 _SIDE_SIGN = {"right": -1.0, "left": 1.0}
 """Patient side -> sign of ``x`` (patient's right is on the image left)."""
@@ -44,8 +47,9 @@ def render_phantom(
     Args:
         rows: Image height in pixels.
         cols: Image width in pixels.
-        rng: Generator; three children are spawned from it for anatomy, findings and
-            noise, so the anatomy is identical whether or not findings are drawn.
+        rng: Generator; three child generators are seeded from it for anatomy,
+            findings and noise, so the anatomy is identical whether or not findings
+            are drawn.
         findings: Finding name -> drawing parameters, for the findings to draw:
             ``cardiomegaly {"ctr"}``, ``pleural_effusion {"sides", "height",
             "strength"}``, ``pneumothorax {"side", "size", "strength"}``,
@@ -61,7 +65,7 @@ def render_phantom(
         ``float32`` array of shape ``(rows, cols)`` in ``[0, 1]``; bright = dense.
     """
     findings = dict(findings or {})
-    anat_rng, find_rng, noise_rng = rng.spawn(3)
+    anat_rng, find_rng, noise_rng = (np.random.default_rng(int(k)) for k in rng.integers(0, 2**63, size=3))
     a = _sample_anatomy(anat_rng, view)
     # Anatomy is smooth, so it is drawn at half resolution and upsampled; noise is
     # added at full resolution.
@@ -243,8 +247,25 @@ def _smooth_field(rng: np.random.Generator, rows: int, cols: int, cells: int) ->
     """
     short = min(rows, cols)
     gh, gw = max(4, round(4 * cells * rows / short)), max(4, round(4 * cells * cols / short))
-    grid = gaussian_filter(rng.standard_normal((gh, gw), dtype=np.float32), 2.0, mode="reflect")
+    grid = _blur(rng.standard_normal((gh, gw), dtype=np.float32), 2.0)
     return _upsample(grid / np.float32(0.141), rows, cols)
+
+
+def _blur(img: Array, sigma: float) -> Array:
+    """Separable Gaussian blur with reflected borders (small sigmas only)."""
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / max(sigma, 1e-3)) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(img, pad, mode="reflect")
+        n = img.shape[axis]
+        out = np.zeros_like(img)
+        for k, wgt in enumerate(taps):
+            out += wgt * (padded[k:k + n] if axis == 0 else padded[:, k:k + n])
+        img = out
+    return img
 
 
 def _upsample(img: Array, rows: int, cols: int) -> Array:
@@ -264,7 +285,7 @@ def _upsample(img: Array, rows: int, cols: int) -> Array:
 def _expose(dens: Array, rng: np.random.Generator, a: Mapping[str, float], rows: int, cols: int) -> Array:
     """Blur, upsample to ``(rows, cols)``, exposure, contrast curve and noise; in [0, 1]."""
     h, w = dens.shape
-    dens = gaussian_filter(dens, a["blur"] * min(h, w) / 384.0)
+    dens = _blur(dens, a["blur"] * min(h, w) / 384.0)
     dens += 0.035 * _smooth_field(rng, h, w, 3)
     dens = _upsample(dens, rows, cols)
     img = np.clip((dens - a["lo"]) / (a["hi"] - a["lo"]), 0.0, 1.0) ** a["gamma"]
@@ -273,7 +294,7 @@ def _expose(dens: Array, rng: np.random.Generator, a: Mapping[str, float], rows:
 
 
 # -------------------------------------------------------------------------- findings
-def _draw_effusion(x, y, a, lungs, aeration, extra, p) -> None:
+def _draw_effusion(x: Array, y: Array, a: Anatomy, lungs: Lungs, aeration: Maps, extra: Array, p: Params) -> None:
     """Dependent fluid with a lateral meniscus that fills the CP angle and base."""
     strength = float(p.get("strength", 1.0))
     for side in p["sides"]:
@@ -287,7 +308,10 @@ def _draw_effusion(x, y, a, lungs, aeration, extra, p) -> None:
         extra += 0.12 * strength * fluid * _ramp(y - f["dome_y"], 0.03)
 
 
-def _draw_consolidation(x, y, a, lungs, aeration, extra, p, rng) -> None:
+def _draw_consolidation(
+    x: Array, y: Array, a: Anatomy, lungs: Lungs, aeration: Maps, extra: Array, p: Params,
+    rng: np.random.Generator,
+) -> None:
     """Fluffy cloud of overlapping blobs confined to one lung zone."""
     strength = float(p.get("strength", 1.0))
     extent = float(p.get("extent", 1.0))
@@ -295,7 +319,8 @@ def _draw_consolidation(x, y, a, lungs, aeration, extra, p, rng) -> None:
     for side in p["sides"]:
         f = lungs[side]
         cy = rng.uniform(-0.42, -0.18) if p["zone"] == "upper" else rng.uniform(0.02, 0.22)
-        cx = f["cx"] + f["sign"] * rng.uniform(0.0, 0.35) * f["ax"]
+        lateral = (-0.1, 0.3) if p["zone"] == "upper" else (0.15, 0.45)  # lower: clear of the heart
+        cx = f["cx"] + f["sign"] * rng.uniform(*lateral) * f["ax"]
         cloud = np.zeros_like(x)
         for _ in range(int(rng.integers(3, 7))):
             bx = cx + rng.normal(0.0, 0.08 * extent)
@@ -303,11 +328,13 @@ def _draw_consolidation(x, y, a, lungs, aeration, extra, p, rng) -> None:
             s = rng.uniform(0.06, 0.11) * extent
             cloud = np.maximum(cloud, np.exp(-(((x - bx) ** 2 + (y - by) ** 2) / (2 * s * s))))
         cloud = np.clip(1.4 * cloud * fluff, 0.0, 1.0) * f["mask"]
-        aeration[side] *= 1.0 - 0.85 * strength * cloud
-        extra += 0.12 * strength * cloud
+        aeration[side] *= 1.0 - 0.9 * strength * cloud
+        extra += 0.15 * strength * cloud
 
 
-def _draw_pneumothorax(x, y, a, lungs, aeration, gate, extra, p) -> None:
+def _draw_pneumothorax(
+    x: Array, y: Array, a: Anatomy, lungs: Lungs, aeration: Maps, gate: Maps, extra: Array, p: Params
+) -> None:
     """Apicolateral air rim without markings, bounded by a visceral pleural line."""
     strength = float(p.get("strength", 1.0))
     f = lungs[p["side"]]
@@ -326,7 +353,10 @@ def _draw_pneumothorax(x, y, a, lungs, aeration, gate, extra, p) -> None:
     extra += 0.05 * strength * collapsed * f["mask"]
 
 
-def _draw_nodules(x, y, a, lungs, aeration, extra, p, rng) -> None:
+def _draw_nodules(
+    x: Array, y: Array, a: Anatomy, lungs: Lungs, aeration: Maps, extra: Array, p: Params,
+    rng: np.random.Generator,
+) -> None:
     """Round dense blobs; radius is a fraction of the lung width."""
     strength = float(p.get("strength", 1.0))
     f = lungs[p["side"]]
@@ -340,10 +370,10 @@ def _draw_nodules(x, y, a, lungs, aeration, extra, p, rng) -> None:
         d = np.hypot(x - nx, y - ny) / r
         blob = np.clip((1.0 - d) * 5.0, 0.0, 1.0) * np.clip(1.0 - 0.3 * d, 0.0, 1.0)
         aeration[p["side"]] *= 1.0 - 0.9 * strength * blob
-        extra += 0.18 * strength * blob
+        extra += 0.22 * strength * blob
 
 
-def _draw_devices(x, y, a, dens, p, rng) -> Array:
+def _draw_devices(x: Array, y: Array, a: Anatomy, dens: Array, p: Params, rng: np.random.Generator) -> Array:
     """High-contrast tubes, lines, ECG electrodes and pacemaker drawn on top."""
     parts = []
     devices = set(p["devices"])

@@ -187,7 +187,8 @@ def _words(name: str, d: Mapping[str, Any]) -> dict[str, str]:
         w["severity"] = d["severity"]
     if "size_word" in d:
         w["size"] = d["size_word"]
-    side = d.get("side") or ("bilateral" if len(d.get("sides", ())) == 2 else (d.get("sides") or [""])[0])
+    sides = list(d.get("sides") or ([d["side"]] if "side" in d else []))
+    side = "bilateral" if len(sides) == 2 else (sides[0] if sides else "")
     w["side"] = side
     if "zone" in d:
         w["zone"] = d["zone"]

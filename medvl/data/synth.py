@@ -120,11 +120,11 @@ def _sample_detail(name: str, label: int, rng: np.random.Generator) -> dict[str,
     if name == "consolidation":
         sides = ["left", "right"] if (not unsure and rng.random() < 0.15) else [side]
         zone = _pick(rng, ["upper", "lower"], [0.35, 0.65])
-        extent = rng.uniform(0.6, 0.8) if unsure else rng.uniform(0.8, 1.4)
-        strength = 0.45 if unsure else rng.uniform(0.8, 1.0)
+        extent = rng.uniform(0.6, 0.8) if unsure else rng.uniform(0.9, 1.4)
+        strength = 0.45 if unsure else rng.uniform(0.85, 1.0)
         return {"sides": sides, "zone": zone, "extent": extent, "strength": strength}
     if name == "nodule":
-        radius = rng.uniform(0.04, 0.055) if unsure else rng.uniform(0.045, 0.12)
+        radius = rng.uniform(0.04, 0.05) if unsure else rng.uniform(0.055, 0.12)
         count = 1 if unsure or rng.random() < 0.8 else int(rng.integers(2, 4))
         cm = round(radius * 30.0, 1)  # lung width ~15 cm
         return {"side": side, "zone": _pick(rng, ["upper", "lower"], [0.55, 0.45]), "radius": radius,
