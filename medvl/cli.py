@@ -89,12 +89,15 @@ def _demo(argv: list[str]) -> int:
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     t_fit = time.perf_counter() - t_fit
     ckpt = cli.trainer.checkpoint_callback.best_model_path or cli.trainer.checkpoint_callback.last_model_path
-    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt or None)
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt or None, verbose=False)
+    metrics = results[0] if results else {}
     out = Path(a.export or Path("exports") / Path(a.config).stem)
-    export_encoder(ckpt, out, extra={"test_metrics": results[0] if results else {}, "source_config": a.config})
+    export_encoder(ckpt, out, extra={"test_metrics": metrics, "source_config": a.config})
     print(f"checkpoint: {ckpt}")
-    print(f"encoder weights and config exported to {out}/ (model.safetensors, config.json)")
+    print(f"encoder weights and config exported to {out}/ (model.safetensors, projection.safetensors, config.json)")
     print(f"training took {t_fit:.0f} s; the whole demo {time.perf_counter() - t0:.0f} s")
+    if "test/auroc_mean" in metrics:
+        print(f"mean zero-shot AUROC (test split): {metrics['test/auroc_mean']:.4f}")
     return 0
 
 

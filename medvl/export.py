@@ -69,6 +69,8 @@ def export_encoder(checkpoint: str | Path, out: str | Path, *, extra: dict[str, 
             "img_size": hp["img_size"],
             "resize": "longest side to img_size, zero-pad to square",
             "intensity": "DICOM modality LUT, VOI LUT/window, MONOCHROME1 inverted; scaled to [0, 1]",
+            "mean": hp.get("image_mean", 0.0),
+            "std": hp.get("image_std", 1.0),
         },
         **(extra or {}),
     }

@@ -305,7 +305,7 @@ def _draw_effusion(x: Array, y: Array, a: Anatomy, lungs: Lungs, aeration: Maps,
         surface = level + 0.18 * ((1.0 - u) / 2.0) ** 1.5
         fluid = _ramp(surface - y, 0.08) * _ramp(_ellipse_r(x, y, f["cx"], f["cy"], f["ax"] * 1.04, f["by"]) - 1.0, 0.06)
         aeration[side] *= 1.0 - strength * fluid
-        extra += 0.12 * strength * fluid * _ramp(y - f["dome_y"], 0.03)
+        extra += 0.2 * strength * fluid * _ramp(y - f["dome_y"], 0.03)
 
 
 def _draw_consolidation(
@@ -370,7 +370,7 @@ def _draw_nodules(
         d = np.hypot(x - nx, y - ny) / r
         blob = np.clip((1.0 - d) * 5.0, 0.0, 1.0) * np.clip(1.0 - 0.3 * d, 0.0, 1.0)
         aeration[p["side"]] *= 1.0 - 0.9 * strength * blob
-        extra += 0.22 * strength * blob
+        extra += 0.3 * strength * blob
 
 
 def _draw_devices(x: Array, y: Array, a: Anatomy, dens: Array, p: Params, rng: np.random.Generator) -> Array:

@@ -106,10 +106,10 @@ def _sample_detail(name: str, label: int, rng: np.random.Generator) -> dict[str,
         return {"ctr": ctr, "severity": severity}
     if name == "pleural_effusion":
         if unsure:
-            return {"sides": [side], "height": rng.uniform(0.06, 0.10), "strength": 0.7, "size_word": "small"}
+            return {"sides": [side], "height": rng.uniform(0.08, 0.12), "strength": 0.7, "size_word": "small"}
         sides = _pick(rng, [["left"], ["right"], ["left", "right"]], [0.38, 0.37, 0.25])
         size = _pick(rng, ["small", "moderate", "large"], [0.4, 0.4, 0.2])
-        lo, hi = {"small": (0.13, 0.2), "moderate": (0.22, 0.35), "large": (0.38, 0.55)}[size]
+        lo, hi = {"small": (0.16, 0.24), "moderate": (0.25, 0.38), "large": (0.4, 0.55)}[size]
         return {"sides": sides, "height": rng.uniform(lo, hi), "strength": 1.0, "size_word": size}
     if name == "pneumothorax":
         if unsure:
@@ -124,7 +124,7 @@ def _sample_detail(name: str, label: int, rng: np.random.Generator) -> dict[str,
         strength = 0.45 if unsure else rng.uniform(0.85, 1.0)
         return {"sides": sides, "zone": zone, "extent": extent, "strength": strength}
     if name == "nodule":
-        radius = rng.uniform(0.04, 0.05) if unsure else rng.uniform(0.055, 0.12)
+        radius = rng.uniform(0.05, 0.065) if unsure else rng.uniform(0.075, 0.15)
         count = 1 if unsure or rng.random() < 0.8 else int(rng.integers(2, 4))
         cm = round(radius * 30.0, 1)  # lung width ~15 cm
         return {"side": side, "zone": _pick(rng, ["upper", "lower"], [0.55, 0.45]), "radius": radius,

@@ -79,6 +79,7 @@ class TextConfig:
     heads: int = 4  # width / heads = 64 per head, the usual head size
     mlp_ratio: float = 4.0  # standard transformer MLP expansion
     dropout: float = 0.0  # reports are few; raise it for large corpora only if it helps
+    pool: str = "mean"  # "mean" over real tokens starts diverse and trains stably; "eot" as CLIP
 
 
 class TextTransformer(nn.Module):
@@ -122,8 +123,11 @@ class TextTransformer(nn.Module):
         for blk in self.blocks:
             x = blk(x, attn_mask=keep)
         x = self.ln_final(x)
-        eot = attention_mask.sum(1) - 1  # index of the end-of-text token per row
-        return x[torch.arange(x.shape[0], device=x.device), eot]  # (B, D)
+        if self.config.pool == "eot":
+            eot = attention_mask.sum(1) - 1  # index of the end-of-text token per row
+            return x[torch.arange(x.shape[0], device=x.device), eot]  # (B, D)
+        m = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        return (x * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, D)
 
 
 def minilm_path() -> str:
@@ -182,6 +186,12 @@ class HFTextEncoder(nn.Module):
 def test_text_tiny(**overrides) -> TextTransformer:
     """A two-layer, 32-wide text encoder for tests."""
     return TextTransformer(TextConfig(context_length=32, width=32, layers=2, heads=2), **overrides)
+
+
+@register_encoder(kind="text")
+def text_transformer_tiny(**overrides) -> TextTransformer:
+    """Three layers, width 128: enough for templated or short reports on a CPU."""
+    return TextTransformer(TextConfig(width=128, layers=3, heads=2), **overrides)
 
 
 @register_encoder(kind="text")

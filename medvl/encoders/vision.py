@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from medvl.encoders.registry import register_encoder
-from medvl.layers import Block, PatchEmbed, resample_abs_pos_embed, to_2tuple
+from medvl.layers import Block, ConvStem, PatchEmbed, resample_abs_pos_embed, to_2tuple
 
 __all__ = ["PatchEncoder", "VisionConfig"]
 
@@ -40,6 +40,7 @@ class VisionConfig:
 
     img_size: int | tuple[int, int] = 224  # size the position embedding is learnt at; other sizes are resampled
     patch_size: int = 16  # patch side; sets the token count (img/patch)^2 and so the compute
+    stem: Literal["patch", "conv"] = "patch"  # "conv": ViT_C stem (Xiao et al. 2021), trains far faster from scratch
     in_chans: int = 1  # radiographs are single-channel; no need to triplicate into RGB
     embed_dim: int = 384  # token width D; the main capacity knob together with depth
     depth: int = 12  # number of Transformer blocks
@@ -137,7 +138,8 @@ class PatchEncoder(nn.Module):
         norm_layer = partial(nn.LayerNorm, eps=config.norm_eps)
         D = config.embed_dim
 
-        self.patch_embed = PatchEmbed(
+        stem_cls = ConvStem if config.stem == "conv" else PatchEmbed
+        self.patch_embed = stem_cls(
             img_size=self.img_size,
             patch_size=config.patch_size,
             in_chans=config.in_chans,
@@ -420,4 +422,25 @@ def vit_large_patch16(**overrides: Any) -> PatchEncoder:
 def vit_large_patch14(**overrides: Any) -> PatchEncoder:
     """ViT-L/14 (D=1024, 24 blocks, 16 heads; the CLIP/DINOv2 large geometry)."""
     fixed = dict(patch_size=14, embed_dim=1024, depth=24, num_heads=16)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def test_vitc_tiny_patch8(**overrides: Any) -> PatchEncoder:
+    """Test-only ViT with the convolutional stem."""
+    fixed = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, stem="conv")
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vitc_nano_patch16(**overrides: Any) -> PatchEncoder:
+    """ViT_C-Nano/16: ViT-Nano with a convolutional stem (Xiao et al. 2021); the CPU demo encoder."""
+    fixed = dict(patch_size=16, embed_dim=128, depth=4, num_heads=4, stem="conv")
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vitc_small_patch16(**overrides: Any) -> PatchEncoder:
+    """ViT_C-S/16: ViT-S with a convolutional stem, for training from scratch on small datasets."""
+    fixed = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, stem="conv")
     return _create(fixed, overrides)

@@ -39,6 +39,9 @@ class ContrastivePretraining(L.LightningModule):
             ``hf_text`` for a local Hugging Face model given by ``text_kwargs.model_path``).
         img_size: Square input size the image encoder is built for.
         in_chans: Image channels; radiographs are single-channel.
+        image_mean: Subtracted from the [0, 1] grey levels before the encoder; zero-centred
+            inputs keep the first steps of a ViT from collapsing all images together.
+        image_std: Divides the centred grey levels.
         embed_dim: Width of the joint embedding space.
         projection: ``"linear"`` (CLIP) or ``"mlp"`` (ConVIRT) projection heads.
         loss: ``"clip"`` (softmax InfoNCE) or ``"siglip"`` (pairwise sigmoid).
@@ -66,6 +69,8 @@ class ContrastivePretraining(L.LightningModule):
         text_encoder: str = "text_transformer_small",
         img_size: int = 224,
         in_chans: int = 1,
+        image_mean: float = 0.5,
+        image_std: float = 0.25,
         embed_dim: int = 256,
         projection: Literal["linear", "mlp"] = "linear",
         loss: Literal["clip", "siglip"] = "clip",
@@ -105,6 +110,7 @@ class ContrastivePretraining(L.LightningModule):
 
     def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (normalised embedding (B, E), patch tokens (B, N, D))."""
+        image = (image - self.hparams.image_mean) / self.hparams.image_std
         tokens = self.visual.forward_features(image)  # (B, 1+N, D)
         pooled = self.visual.forward_head(tokens, pre_logits=True)  # (B, D)
         prefix = getattr(self.visual, "num_prefix_tokens", 1)

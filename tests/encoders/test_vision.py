@@ -114,7 +114,12 @@ def test_every_encoder_builds_on_meta_with_expected_params(name):
     with torch.device("meta"):
         m = create_encoder(name)
     count = sum(p.numel() for p in m.parameters())
-    assert count == _vit_param_count(m.config)
+    if m.config.stem == "patch":
+        assert count == _vit_param_count(m.config)
+    else:  # the transformer part is the same; only the stem differs
+        stem = sum(p.numel() for p in m.patch_embed.parameters())
+        C, p, D = m.config.in_chans, m.config.patch_size, m.config.embed_dim
+        assert count - stem == _vit_param_count(m.config) - (C * p * p * D + D)
     assert m.no_weight_decay() <= dict(m.named_parameters()).keys()
 
 
@@ -243,3 +248,16 @@ def test_timm_parity(init_values):
     for a, b in zip(ours_int, ref_int):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert set(ours.no_weight_decay()) <= set(ref.no_weight_decay())
+
+
+def test_conv_stem_keeps_the_token_grid():
+    patch = create_encoder("test_vit_tiny_patch8")
+    conv = create_encoder("test_vitc_tiny_patch8")
+    assert isinstance(conv.patch_embed.proj, torch.nn.Sequential)
+    strided = [m for m in conv.patch_embed.proj if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == 3  # 8 = 2 ** 3
+    for size in (32, 48):
+        x = torch.randn(2, 1, size, size)
+        assert conv.forward_features(x).shape == patch.forward_features(x).shape
+    with pytest.raises(ValueError, match="power-of-two"):
+        create_encoder("test_vitc_tiny_patch8", patch_size=6, img_size=36)

@@ -89,7 +89,8 @@ def test_fit_then_test_then_export(dataset, tmp_path, loss, capsys):
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         expected, _ = module.encode_image(x)
-        got = torch.nn.functional.normalize(proj(encoder.forward_head(encoder.forward_features(x), pre_logits=True)), dim=-1)
+        xn = (x - encoder.pretrained_cfg["mean"]) / encoder.pretrained_cfg["std"]
+        got = torch.nn.functional.normalize(proj(encoder.forward_head(encoder.forward_features(xn), pre_logits=True)), dim=-1)
     torch.testing.assert_close(got, expected)
     cfg = json.loads((export / "config.json").read_text())
     assert cfg["architecture"] == "test_vit_tiny_patch8" and cfg["encoder_kwargs"]["img_size"] == 32
