@@ -2,7 +2,8 @@
 
 ``medvl fit|validate|test|predict`` are LightningCLI with ``--model``/``--data`` taking
 YAML from the top-level ``models/`` and ``datamodules/`` folders (or ``--config`` with a
-recipe from ``experiments/``). ``medvl synth`` writes the synthetic DICOM dataset,
+recipe from ``experiments/``). ``medvl synth`` writes the synthetic DICOM dataset, ``medvl prepare`` builds a
+preprocessed cache (or de-identified copies),
 ``medvl export`` writes a checkpoint's encoder, ``medvl demo`` runs a recipe end to end.
 """
 
@@ -26,6 +27,7 @@ Lightning commands (LightningCLI; `medvl <command> --help` for all options):
 
 medvl commands:
   synth      write the synthetic phantom DICOM dataset (reports, labels, VQA, splits)
+  prepare    build a memory-mapped preprocessed cache, or de-identified DICOM copies
   export     write a checkpoint's image encoder as safetensors + config.json
   demo       synthesise if needed, fit, test and export one recipe end to end
 """
@@ -61,6 +63,54 @@ def _synth(argv: list[str]) -> int:
     t0 = time.perf_counter()
     manifest = generate_dataset(a.out, n=a.n, seed=a.seed, workers=a.workers)
     print(f"wrote {a.n} studies to {Path(a.out)} in {time.perf_counter() - t0:.1f} s; manifest: {manifest}")
+    return 0
+
+
+def _window(text: str | None) -> tuple[float, float] | str | None:
+    """``lung`` (a preset name) or ``-600,1500`` (centre,width) or None."""
+    if text is None:
+        return None
+    if "," in text:
+        centre, width = (float(v) for v in text.split(","))
+        return (centre, width)
+    return text
+
+
+def _prepare(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="medvl prepare",
+        description="Preprocess a manifest's images once into memory-mapped shards (resumable), "
+        "or write de-identified DICOM copies with --deidentify.",
+    )
+    p.add_argument("manifest", help="JSONL manifest (image paths relative to its folder)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--img-size", type=int, default=224, help="square side (default: %(default)s)")
+    p.add_argument("--dtype", choices=("uint8", "uint16"), default="uint8", help="stored pixel type (default: %(default)s)")
+    p.add_argument("--window", default=None, help="preset name (lung, mediastinum, bone, brain) or CENTRE,WIDTH; default: each file's own")
+    p.add_argument("--shard-size", type=int, default=512, help="items per shard (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--deidentify", action="store_true", help="write de-identified DICOM copies (PS3.15 basic profile) instead of a cache")
+    p.add_argument("--key", default=None, help="with --deidentify: key file for consistent pseudonyms/UIDs across runs (created if absent; keep it private)")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    if a.deidentify:
+        from medvl.data.deid import Deidentifier, deidentify_dataset
+
+        deid = Deidentifier.from_key_file(a.key) if a.key else Deidentifier()
+        counts = deidentify_dataset(a.manifest, a.out, deid)
+        print(
+            f"wrote {counts['written']} de-identified studies to {a.out} in {time.perf_counter() - t0:.1f} s; "
+            f"skipped {sum(counts['skipped'].values())} {counts['skipped'] or ''}"
+        )
+        if counts["burned_in_annotation"]:
+            print(f"warning: {counts['burned_in_annotation']} file(s) declare burned-in annotation: check their pixels")
+        return 0
+    from medvl.data.cache import CacheSpec, build_cache
+    from medvl.data.dataset import read_manifest
+
+    spec = CacheSpec(img_size=a.img_size, dtype=a.dtype, window=_window(a.window), shard_size=a.shard_size)
+    summary = build_cache(read_manifest(a.manifest), Path(a.manifest).parent, a.out, spec, num_workers=a.workers)
+    print(f"{summary} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -101,7 +151,7 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"synth": _synth, "export": _export, "demo": _demo}
+COMMANDS = {"synth": _synth, "prepare": _prepare, "export": _export, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

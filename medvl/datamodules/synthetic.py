@@ -21,6 +21,8 @@ class SyntheticCXR(ManifestDataModule):
         text_key: Report field used as the text.
         augment: Albumentations augmentation on the training split.
         preload: Decode every image once at set-up and keep it in memory.
+        cache_dir: Preprocessed cache folder, built on first use (see ManifestDataModule).
+        cache_dtype: ``uint8`` or ``uint16`` pixels in the cache.
     """
 
     def __init__(
@@ -34,10 +36,13 @@ class SyntheticCXR(ManifestDataModule):
         text_key: Literal["report", "findings", "impression"] = "report",
         augment: bool = True,
         preload: bool = True,
+        cache_dir: str | None = None,
+        cache_dtype: Literal["uint8", "uint16"] = "uint8",
     ) -> None:
         super().__init__(
             manifest=str(Path(root) / "manifest.jsonl"), img_size=img_size, batch_size=batch_size,
-            num_workers=num_workers, text_key=text_key, augment=augment, preload=preload,
+            num_workers=num_workers, text_key=text_key, augment=augment, preload=preload and cache_dir is None,
+            cache_dir=cache_dir, cache_dtype=cache_dtype,
         )
         self.root, self.n, self.seed = Path(root), n, seed
 
@@ -47,3 +52,4 @@ class SyntheticCXR(ManifestDataModule):
 
             print(f"[medvl] generating {self.n} synthetic studies in {self.root} (seed {self.seed})")
             generate_dataset(self.root, n=self.n, seed=self.seed)
+        super().prepare_data()
