@@ -7,8 +7,13 @@ arXiv:2010.11929) built from ``medvl.layers`` with timm's backbone interface
 parameter names, so a timm state dict loads with ``load_state_dict(strict=True)``.
 Additions for vision-language pretraining:
 
-* random patch dropout in training (FLIP: Li et al., "Scaling Language-Image
-  Pre-training via Masking", CVPR 2023, arXiv:2212.00794), the class token always kept;
+* token reduction in training, the class token always kept: random patch dropout
+  (FLIP: Li et al., "Scaling Language-Image Pre-training via Masking", CVPR 2023,
+  arXiv:2212.00794) or a medical variant that drops background patches first
+  (near-constant, dark patches: the zero padding, collimation and air outside the body
+  that fill a large part of every radiograph) and only then random foreground ones;
+* 3-D inputs (``spatial_dims=3``): a cuboid patch embedding for CT/MR volumes feeding
+  the same blocks (:class:`medvl.layers.PatchEmbed3d`);
 * position embeddings resampled on the fly (bicubic) when the input size differs from
   ``img_size``;
 * LayerScale (CaiT, arXiv:2103.17239) and stochastic depth (arXiv:1603.09382).
@@ -20,6 +25,7 @@ Variants are registered by name; build them with
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -29,7 +35,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from medvl.encoders.registry import register_encoder
-from medvl.layers import Block, ConvStem, PatchEmbed, resample_abs_pos_embed, to_2tuple
+import torch.nn.functional as F
+
+from medvl.layers import Block, ConvStem, PatchEmbed, PatchEmbed3d, resample_abs_pos_embed, to_2tuple, to_3tuple
 
 __all__ = ["PatchEncoder", "VisionConfig"]
 
@@ -38,8 +46,9 @@ __all__ = ["PatchEncoder", "VisionConfig"]
 class VisionConfig:
     """Hyper-parameters of a :class:`PatchEncoder`; each field says why it exists."""
 
-    img_size: int | tuple[int, int] = 224  # size the position embedding is learnt at; other sizes are resampled
-    patch_size: int = 16  # patch side; sets the token count (img/patch)^2 and so the compute
+    img_size: int | tuple[int, ...] = 224  # size the position embedding is learnt at; other sizes are resampled
+    patch_size: int | tuple[int, ...] = 16  # patch side; sets the token count (img/patch)^2 and so the compute
+    spatial_dims: Literal[2, 3] = 2  # 3: CT/MR volumes (B, C, D, H, W) with cuboid patches, same blocks
     stem: Literal["patch", "conv"] = "patch"  # "conv": ViT_C stem (Xiao et al. 2021), trains far faster from scratch
     in_chans: int = 1  # radiographs are single-channel; no need to triplicate into RGB
     embed_dim: int = 384  # token width D; the main capacity knob together with depth
@@ -53,7 +62,8 @@ class VisionConfig:
     proj_drop_rate: float = 0.0  # dropout after attention projection and in the MLP; 0 for pretraining
     attn_drop_rate: float = 0.0  # dropout on attention probabilities; 0 for pretraining
     drop_path_rate: float = 0.0  # stochastic depth, rising linearly to this over depth; regularises deep ViTs
-    patch_dropout: float = 0.0  # FLIP: fraction of patch tokens dropped in training, a cheap speed-up
+    patch_dropout: float = 0.0  # fraction of patch tokens dropped in training (FLIP), a cheap speed-up
+    patch_dropout_mode: Literal["random", "background"] = "random"  # "background": drop empty border/air patches first
     init_values: float | None = None  # LayerScale init (e.g. 1e-5); None disables LayerScale
     norm_eps: float = 1e-6  # LayerNorm epsilon used by timm/big_vision ViTs
     num_classes: int = 0  # >0 adds a linear head (probing/fine-tuning); 0 returns pooled features
@@ -71,6 +81,14 @@ class VisionConfig:
             raise ValueError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
         if isinstance(self.img_size, list):  # YAML gives lists
             self.img_size = tuple(self.img_size)
+        if isinstance(self.patch_size, list):
+            self.patch_size = tuple(self.patch_size)
+        if self.patch_dropout_mode not in ("random", "background"):
+            raise ValueError(f"patch_dropout_mode must be 'random' or 'background', got {self.patch_dropout_mode!r}")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.spatial_dims == 3 and self.stem != "patch":
+            raise ValueError("3-D encoders use the patch stem (stem='patch')")
 
 
 def _take_indices(num_blocks: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
@@ -126,7 +144,8 @@ class PatchEncoder(nn.Module):
         super().__init__()
         config = dataclasses.replace(config or VisionConfig(), **overrides)
         self.config = config
-        self.img_size = to_2tuple(config.img_size)
+        self.spatial_dims = config.spatial_dims
+        self.img_size = to_3tuple(config.img_size) if config.spatial_dims == 3 else to_2tuple(config.img_size)
         self.patch_size = config.patch_size
         self.in_chans = config.in_chans
         self.num_features = self.embed_dim = config.embed_dim
@@ -138,7 +157,7 @@ class PatchEncoder(nn.Module):
         norm_layer = partial(nn.LayerNorm, eps=config.norm_eps)
         D = config.embed_dim
 
-        stem_cls = ConvStem if config.stem == "conv" else PatchEmbed
+        stem_cls = PatchEmbed3d if config.spatial_dims == 3 else ConvStem if config.stem == "conv" else PatchEmbed
         self.patch_embed = stem_cls(
             img_size=self.img_size,
             patch_size=config.patch_size,
@@ -214,7 +233,7 @@ class PatchEncoder(nn.Module):
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     # ---------------------------------------------------------------- forward
-    def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _pos_embed(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         """Prepends the class token and adds (resampled) position embeddings."""
         pos_embed = resample_abs_pos_embed(
             self.pos_embed, new_grid=grid, old_grid=self.grid_size,
@@ -224,8 +243,42 @@ class PatchEncoder(nn.Module):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + N, D)
         return x + pos_embed
 
-    def _patch_dropout(self, x: torch.Tensor) -> torch.Tensor:
-        """FLIP patch dropout: keep a random subset of patch tokens per sample (training only)."""
+    def background_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """Marks the patches of each image that hold no anatomy.
+
+        A patch is background when it is nearly constant (standard deviation under 2%
+        of the image's intensity range) and dark (mean in the lowest 10% of that range):
+        the zero padding of a letterboxed image, collimated borders and air. Works on
+        raw or normalised input, since both thresholds are relative to each image.
+
+        Args:
+            images: ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+
+        Returns:
+            ``(B, N)`` bool, in the patch order of :meth:`forward_features`.
+        """
+        pool = F.avg_pool3d if self.spatial_dims == 3 else F.avg_pool2d
+        ps = self.patch_embed.patch_size
+        with torch.no_grad(), torch.autocast(images.device.type, enabled=False):
+            # fp32 island: variances of nearly constant patches cancel catastrophically in half.
+            x = images.float().mean(dim=1, keepdim=True)  # (B, 1, *S)
+            mean = pool(x, ps, ps)  # (B, 1, *grid)
+            std = (pool(x * x, ps, ps) - mean * mean).clamp_min(0).sqrt()
+            flat = x.flatten(1)
+            lo, hi = flat.amin(1), flat.amax(1)  # (B,)
+            span = (hi - lo).clamp_min(1e-6).view(-1, *[1] * (x.ndim - 1))
+            lo = lo.view(-1, *[1] * (x.ndim - 1))
+            bg = (std < 0.02 * span) & (mean - lo < 0.10 * span)
+        return bg.flatten(1)  # (B, N)
+
+    def _patch_dropout(self, x: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Keeps a subset of patch tokens per sample (training only); prefix tokens stay.
+
+        ``random`` (FLIP) keeps a uniformly random subset. ``background`` drops the
+        background patches (:meth:`background_patches`) first, in random order, and
+        random foreground patches only when there are too few of them; the kept set is
+        still random, so the model sees every kind of patch over an epoch.
+        """
         p = self.config.patch_dropout
         if not self.training or p == 0.0:
             return x
@@ -233,15 +286,19 @@ class PatchEncoder(nn.Module):
         prefix, patches = x[:, :P], x[:, P:]  # (B, P, D), (B, N, D)
         B, N, D = patches.shape
         keep = max(1, int(N * (1.0 - p)))
-        idx = torch.argsort(torch.randn(B, N, device=x.device), dim=-1)[:, :keep]  # (B, keep)
+        score = torch.rand(B, N, device=x.device)  # in [0, 1): uniform order
+        if self.config.patch_dropout_mode == "background" and images is not None:
+            score = score + self.background_patches(images).to(score.dtype)  # background sorts last
+        idx = torch.argsort(score, dim=-1)[:, :keep]  # (B, keep), lowest scores kept
+        idx = idx.sort(dim=-1).values  # keep raster order
         patches = patches.gather(1, idx.unsqueeze(-1).expand(-1, -1, D))  # (B, keep, D)
         return torch.cat([prefix, patches], dim=1)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        grid = self.patch_embed.dynamic_feat_size(x.shape[-2:])
-        x = self.patch_embed(x)  # (B, N, D)
-        x = self._pos_embed(x, grid)  # (B, P + N, D)
-        return self._patch_dropout(x)  # (B, P + N', D), N' <= N in training
+        grid = self.patch_embed.dynamic_feat_size(x.shape[2:])
+        tokens = self.patch_embed(x)  # (B, N, D)
+        tokens = self._pos_embed(tokens, grid)  # (B, P + N, D)
+        return self._patch_dropout(tokens, x)  # (B, P + N', D), N' <= N in training
 
     def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -252,7 +309,8 @@ class PatchEncoder(nn.Module):
         """Encodes images into normalised tokens.
 
         Args:
-            x: Images, ``(B, C, H, W)`` with H and W multiples of the patch size.
+            x: Images, ``(B, C, H, W)`` with H and W multiples of the patch size
+                (volumes ``(B, C, D, H, W)`` when ``spatial_dims=3``).
 
         Returns:
             Tokens after the final norm, ``(B, P + N, D)``: the class token first (if
@@ -303,7 +361,8 @@ class PatchEncoder(nn.Module):
             indices: Blocks to take: None for all, an int ``n`` for the last ``n``, or a
                 list of block indices (negative counts from the end).
             norm: Apply the final norm to each intermediate.
-            output_fmt: ``"NCHW"`` for ``(B, D, gh, gw)`` feature maps, ``"NLC"`` for
+            output_fmt: ``"NCHW"`` for ``(B, D, gh, gw)`` feature maps (``(B, D, gd, gh, gw)``
+                for volumes), ``"NLC"`` for
                 ``(B, N, D)`` patch tokens.
             intermediates_only: Return only the intermediates list.
             return_prefix_tokens: Return ``(patch_features, prefix_tokens (B, P, D))``
@@ -315,10 +374,10 @@ class PatchEncoder(nn.Module):
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
         take = _take_indices(len(self.blocks), indices)
-        B, _, H, W = x.shape
-        gh, gw = self.patch_embed.dynamic_feat_size((H, W))
+        B = x.shape[0]
+        grid = self.patch_embed.dynamic_feat_size(x.shape[2:])
         x = self._embed(x)  # (B, P + N, D)
-        if output_fmt == "NCHW" and x.shape[1] != self.num_prefix_tokens + gh * gw:
+        if output_fmt == "NCHW" and x.shape[1] != self.num_prefix_tokens + math.prod(grid):
             raise ValueError("output_fmt='NCHW' needs all patches; patch dropout is active (use NLC)")
 
         intermediates = []
@@ -333,7 +392,7 @@ class PatchEncoder(nn.Module):
         prefix = [y[:, :P] for y in intermediates]  # each (B, P, D)
         feats = [y[:, P:] for y in intermediates]  # each (B, N, D)
         if output_fmt == "NCHW":
-            feats = [y.reshape(B, gh, gw, -1).permute(0, 3, 1, 2).contiguous() for y in feats]
+            feats = [y.reshape(B, *grid, -1).movedim(-1, 1).contiguous() for y in feats]  # (B, D, *grid)
         out: list[Any] = list(zip(feats, prefix)) if return_prefix_tokens else feats
         if intermediates_only:
             return out
@@ -443,4 +502,33 @@ def vitc_nano_patch16(**overrides: Any) -> PatchEncoder:
 def vitc_small_patch16(**overrides: Any) -> PatchEncoder:
     """ViT_C-S/16: ViT-S with a convolutional stem, for training from scratch on small datasets."""
     fixed = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, stem="conv")
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def test_vit3d_tiny_patch8(**overrides: Any) -> PatchEncoder:
+    """Test-only volume ViT: 32^3 input, 8^3 patches."""
+    fixed = dict(spatial_dims=3, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit3d_small_patch16(**overrides: Any) -> PatchEncoder:
+    """Volume ViT-S with 16^3 patches on 96^3 crops (the UNETR/Swin-UNETR CT crop size)."""
+    fixed = dict(spatial_dims=3, img_size=96, patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit3d_small_patch4x16(**overrides: Any) -> PatchEncoder:
+    """Volume ViT-S with anisotropic 4x16x16 patches for thick-slice series (32 x 224 x 224)."""
+    fixed = dict(spatial_dims=3, img_size=(32, 224, 224), patch_size=(4, 16, 16), embed_dim=384,
+                 depth=12, num_heads=6)
+    return _create(fixed, overrides)
+
+
+@register_encoder
+def vit3d_base_patch16(**overrides: Any) -> PatchEncoder:
+    """Volume ViT-B with 16^3 patches on 96^3 crops."""
+    fixed = dict(spatial_dims=3, img_size=96, patch_size=16, embed_dim=768, depth=12, num_heads=12)
     return _create(fixed, overrides)

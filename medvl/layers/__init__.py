@@ -5,7 +5,7 @@ Torch only: nothing here imports Lightning (see DESIGN.md, "The dependency rule"
 
 from medvl.layers.attention import Attention, Block, DropPath, LayerScale, drop_path
 from medvl.layers.mlp import Mlp
-from medvl.layers.patch_embed import ConvStem, PatchEmbed, to_2tuple
+from medvl.layers.patch_embed import ConvStem, PatchEmbed, PatchEmbed3d, to_2tuple, to_3tuple
 from medvl.layers.pos_embed import resample_abs_pos_embed
 
 __all__ = [
@@ -15,8 +15,10 @@ __all__ = [
     "LayerScale",
     "Mlp",
     "PatchEmbed",
+    "PatchEmbed3d",
     "ConvStem",
     "drop_path",
     "resample_abs_pos_embed",
     "to_2tuple",
+    "to_3tuple",
 ]

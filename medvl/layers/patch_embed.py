@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["PatchEmbed", "ConvStem", "to_2tuple"]
+__all__ = ["PatchEmbed", "PatchEmbed3d", "ConvStem", "to_2tuple", "to_3tuple"]
 
 
 def to_2tuple(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -25,6 +25,16 @@ def to_2tuple(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     x = tuple(int(v) for v in x)
     if len(x) != 2:
         raise ValueError(f"expected an int or a pair, got {x!r}")
+    return x  # type: ignore[return-value]
+
+
+def to_3tuple(x: int | tuple[int, int, int] | list[int]) -> tuple[int, int, int]:
+    """Returns ``(x, x, x)`` for an int and ``tuple(x)`` for a triple."""
+    if isinstance(x, int):
+        return (x, x, x)
+    x = tuple(int(v) for v in x)
+    if len(x) != 3:
+        raise ValueError(f"expected an int or a triple, got {x!r}")
     return x  # type: ignore[return-value]
 
 
@@ -147,3 +157,56 @@ class ConvStem(PatchEmbed):
             c_in, c_out = c_out, min(c_out * 2, embed_dim)
         layers.append(nn.Conv2d(c_in, embed_dim, 1))
         self.proj = nn.Sequential(*layers)
+
+
+class PatchEmbed3d(nn.Module):
+    """Splits a volume into (possibly anisotropic) cuboid patches and embeds each one.
+
+    The 3-D analogue of :class:`PatchEmbed` used by ViT-based volume encoders (e.g.
+    UNETR, Hatamizadeh et al., WACV 2022, arXiv:2103.10504): a ``Conv3d`` with kernel =
+    stride = ``(pd, ph, pw)``. Anisotropic patches (e.g. ``(4, 16, 16)``) suit CT/MR
+    series whose slices are thicker than their in-plane spacing.
+
+    Args:
+        img_size: Nominal volume size ``(D, H, W)`` (an int for a cube).
+        patch_size: Patch size ``(pd, ph, pw)`` (an int for a cube).
+        in_chans: Input channels (1 for CT/MR).
+        embed_dim: Output embedding width.
+        dynamic_img_size: Accept any size divisible by the patch size.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int, int] = 96,
+        patch_size: int | tuple[int, int, int] = 16,
+        in_chans: int = 1,
+        embed_dim: int = 768,
+        dynamic_img_size: bool = False,
+        **unused,
+    ) -> None:
+        super().__init__()
+        self.img_size, self.patch_size = to_3tuple(img_size), to_3tuple(patch_size)
+        if any(s % p for s, p in zip(self.img_size, self.patch_size)):
+            raise ValueError(f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}")
+        self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+        self.num_patches = self.grid_size[0] * self.grid_size[1] * self.grid_size[2]
+        self.in_chans, self.embed_dim, self.dynamic_img_size = in_chans, embed_dim, dynamic_img_size
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+
+    def dynamic_feat_size(self, img_size: tuple[int, ...]) -> tuple[int, int, int]:
+        """Returns the patch grid ``(gd, gh, gw)`` for a volume of size ``(D, H, W)``."""
+        return tuple(int(s) // p for s, p in zip(img_size, self.patch_size))  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeds patches: ``(B, C, D, H, W) -> (B, N, D_embed)`` in (d, h, w) raster order."""
+        if x.ndim != 5:
+            raise ValueError(f"expected a (B, C, D, H, W) volume batch, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
+        size = tuple(x.shape[2:])
+        if self.dynamic_img_size:
+            if any(s % p for s, p in zip(size, self.patch_size)):
+                raise ValueError(f"input size {size} is not divisible by patch size {self.patch_size}")
+        elif size != self.img_size:
+            raise ValueError(f"input size {size} does not match img_size {self.img_size}")
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)

@@ -19,13 +19,16 @@ __all__ = ["resample_abs_pos_embed"]
 
 def resample_abs_pos_embed(
     pos_embed: torch.Tensor,
-    new_grid: tuple[int, int] | list[int],
-    old_grid: tuple[int, int] | list[int] | None = None,
+    new_grid: tuple[int, ...] | list[int],
+    old_grid: tuple[int, ...] | list[int] | None = None,
     num_prefix_tokens: int = 1,
     interpolation: str = "bicubic",
     antialias: bool = True,
 ) -> torch.Tensor:
     """Resamples a ``(1, P + gh*gw, D)`` position embedding to a new patch grid.
+
+    A 3-D grid ``(gd, gh, gw)`` (volume encoders) is resampled trilinearly, since
+    PyTorch has no bicubic 3-D interpolation.
 
     Args:
         pos_embed: Position embedding, ``(1, P + old_gh * old_gw, D)``, whose first
@@ -39,6 +42,8 @@ def resample_abs_pos_embed(
     Returns:
         The resampled embedding, ``(1, P + new_gh * new_gw, D)``, in the input dtype.
     """
+    if len(new_grid) == 3:
+        return _resample_3d(pos_embed, tuple(int(g) for g in new_grid), old_grid, num_prefix_tokens)
     new_grid = (int(new_grid[0]), int(new_grid[1]))
     num_pos = pos_embed.shape[1]
     num_grid = num_pos - num_prefix_tokens
@@ -64,4 +69,28 @@ def resample_abs_pos_embed(
     grid = F.interpolate(grid, size=new_grid, mode=interpolation, antialias=antialias)
     # (1, D, new_gh, new_gw) -> (1, new_gh * new_gw, D)
     grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(orig_dtype)
+    return torch.cat([prefix, grid], dim=1) if num_prefix_tokens else grid
+
+
+def _resample_3d(
+    pos_embed: torch.Tensor,
+    new_grid: tuple[int, ...],
+    old_grid: tuple[int, ...] | list[int] | None,
+    num_prefix_tokens: int,
+) -> torch.Tensor:
+    """Trilinear resampling of a ``(1, P + gd*gh*gw, D)`` embedding."""
+    if old_grid is None or len(old_grid) != 3:
+        raise ValueError("resampling a 3-D position embedding needs old_grid=(gd, gh, gw)")
+    old_grid = tuple(int(g) for g in old_grid)
+    num_grid = pos_embed.shape[1] - num_prefix_tokens
+    if math.prod(old_grid) != num_grid:
+        raise ValueError(f"old_grid {old_grid} does not hold {num_grid} position tokens")
+    if old_grid == new_grid:
+        return pos_embed
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    dim, orig_dtype = pos_embed.shape[-1], pos_embed.dtype
+    # fp32 island, as in the 2-D case.
+    grid = grid.float().reshape(1, *old_grid, dim).permute(0, 4, 1, 2, 3)  # (1, D, gd, gh, gw)
+    grid = F.interpolate(grid, size=new_grid, mode="trilinear", align_corners=False)
+    grid = grid.permute(0, 2, 3, 4, 1).reshape(1, -1, dim).to(orig_dtype)  # (1, N', D)
     return torch.cat([prefix, grid], dim=1) if num_prefix_tokens else grid

@@ -89,8 +89,12 @@ def test_test_encoders_forward_backward(name):
 
 
 def _vit_param_count(cfg: VisionConfig) -> int:
-    D, C, p = cfg.embed_dim, cfg.in_chans, cfg.patch_size
-    n = (cfg.img_size // p) ** 2 if isinstance(cfg.img_size, int) else 0
+    import math
+
+    D, C, dims = cfg.embed_dim, cfg.in_chans, cfg.spatial_dims
+    patch = (cfg.patch_size,) * dims if isinstance(cfg.patch_size, int) else tuple(cfg.patch_size)
+    img = (cfg.img_size,) * dims if isinstance(cfg.img_size, int) else tuple(cfg.img_size)
+    n = math.prod(s // q for s, q in zip(img, patch))
     hidden = int(D * cfg.mlp_ratio)
     block = (
         2 * 2 * D  # norm1, norm2
@@ -101,7 +105,7 @@ def _vit_param_count(cfg: VisionConfig) -> int:
     )
     prefix = 1 if cfg.class_token else 0
     return (
-        C * p * p * D + D  # patch_embed.proj
+        C * math.prod(patch) * D + D  # patch_embed.proj
         + prefix * D  # cls_token
         + (prefix + n) * D  # pos_embed
         + cfg.depth * block
@@ -261,3 +265,76 @@ def test_conv_stem_keeps_the_token_grid():
         assert conv.forward_features(x).shape == patch.forward_features(x).shape
     with pytest.raises(ValueError, match="power-of-two"):
         create_encoder("test_vitc_tiny_patch8", patch_size=6, img_size=36)
+
+
+# ---------------------------------------------------------- token reduction
+def test_background_patches_are_padding_and_air_not_anatomy():
+    m = create_encoder("test_vit_tiny_patch8", img_size=64)
+    img = torch.zeros(1, 1, 64, 64)
+    img[:, :, 16:, 8:56] = 0.5 + 0.2 * torch.rand(1, 1, 48, 48)  # textured "body"; zero pad around
+    bg = m.background_patches(img).view(8, 8)
+    assert bg[:2].all() and bg[:, 0].all() and bg[:, 7].all()  # the padding
+    assert not bg[2:, 1:7].any()  # the body
+    # Relative thresholds: the same image after normalisation gives the same mask.
+    assert torch.equal(m.background_patches((img - 0.5) / 0.25).view(8, 8), bg)
+
+
+def test_background_dropout_drops_background_first():
+    torch.manual_seed(0)
+    m = create_encoder("test_vit_tiny_patch8", img_size=64, patch_dropout=0.25,
+                       patch_dropout_mode="background").train()
+    img = torch.zeros(4, 1, 64, 64)
+    img[:, :, 16:, :] = torch.rand(4, 1, 48, 64)  # 16 of 64 patches (25%) are empty padding
+    captured = {}
+    m.blocks[0].register_forward_pre_hook(lambda mod, args: captured.setdefault("x", args[0]))
+    m.forward_features(img)
+    kept = captured["x"]
+    assert kept.shape[1] == 1 + 48
+    # With patch_dropout equal to the background share, exactly the foreground survives:
+    # compare the kept tokens with the full-input tokens of the foreground rows.
+    full = m.patch_embed(img) + m.pos_embed[:, 1:]
+    torch.testing.assert_close(kept[:, 1:], full[:, 16:])
+    # At inference nothing is dropped.
+    m.eval()
+    captured.clear()
+    m.forward_features(img)
+    assert captured["x"].shape[1] == 1 + 64
+
+
+def test_random_dropout_keeps_raster_order_subset():
+    torch.manual_seed(1)
+    m = create_encoder("test_vit_tiny_patch8", patch_dropout=0.5).train()
+    x = torch.randn(2, 1, 32, 32)
+    tokens = m._embed(x)
+    full = m._pos_embed(m.patch_embed(x), m.grid_size)
+    assert tokens.shape[1] == 1 + 8
+    for b in range(2):  # every kept token is one of the sample's own tokens, in order
+        dist = torch.cdist(tokens[b, 1:], full[b, 1:])
+        idx = dist.argmin(1)
+        assert torch.all(dist.min(1).values < 1e-5) and torch.all(idx[1:] > idx[:-1])
+
+
+# ----------------------------------------------------------------------- 3-D
+def test_volume_encoder_shapes_resampling_and_intermediates():
+    m = create_encoder("test_vit3d_tiny_patch8").eval()
+    x = torch.randn(2, 1, 32, 32, 32)
+    assert m.forward_features(x).shape == (2, 1 + 64, 32)
+    assert m(x).shape == (2, 32)
+    # Another volume size resamples the position embedding (trilinearly).
+    assert m.forward_features(torch.randn(1, 1, 16, 32, 48)).shape == (1, 1 + 2 * 4 * 6, 32)
+    _, inter = m.forward_intermediates(x, indices=1)
+    assert inter[0].shape == (2, 32, 4, 4, 4)
+    aniso = create_encoder("test_vit3d_tiny_patch8", img_size=(8, 32, 32), patch_size=(2, 8, 8))
+    assert aniso.forward_features(torch.randn(1, 1, 8, 32, 32)).shape == (1, 1 + 4 * 4 * 4, 32)
+    with pytest.raises(ValueError, match="volume"):
+        m(torch.randn(1, 1, 32, 32))
+
+
+def test_volume_encoder_patch_embedding_is_a_cuboid_projection():
+    m = create_encoder("test_vit3d_tiny_patch8", class_token=False, global_pool="avg").eval()
+    x = torch.randn(1, 1, 32, 32, 32)
+    tokens = m.patch_embed(x)  # (1, 64, 32)
+    # Token (d=1, h=2, w=3) is the projection of the voxel cube at that grid cell.
+    cube = x[0, 0, 8:16, 16:24, 24:32].reshape(-1)
+    w = m.patch_embed.proj.weight.view(32, -1)
+    torch.testing.assert_close(tokens[0, 1 * 16 + 2 * 4 + 3], w @ cube + m.patch_embed.proj.bias)
