@@ -1,5 +1,6 @@
 """LightningModules, one per task."""
 
 from medvl.models.contrastive import ContrastivePretraining
+from medvl.models.probe import Classifier
 
-__all__ = ["ContrastivePretraining"]
+__all__ = ["Classifier", "ContrastivePretraining"]

@@ -50,7 +50,34 @@ def report_metrics(metrics: dict[str, float], scores: np.ndarray, labels: np.nda
     return out
 
 
-def _plot_roc(scores: np.ndarray, labels: np.ndarray, names: list[str], metrics: dict[str, float], path: Path) -> None:
+def report_classification(
+    metrics: dict[str, float], scores: np.ndarray, labels: np.ndarray, names: list[str], trainer, *, title: str
+) -> Path:
+    """Print a per-class AUROC table and write ``test_metrics.json`` and ``roc_curves.png``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = _out_dir(trainer)
+    table = Table(title=title)
+    table.add_column("label")
+    table.add_column("AUROC", justify="right")
+    table.add_column("positives / negatives", justify="right")
+    for j, name in enumerate(names):
+        pos, neg = int((labels[:, j] == 1).sum()), int((labels[:, j] == 0).sum())
+        table.add_row(name, f"{metrics[f'auroc/{name}']:.3f}", f"{pos} / {neg}")
+    console = Console()
+    console.print(table)
+    console.print(f"mean AUROC: {metrics['auroc_mean']:.4f}")
+    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+    _plot_roc(scores, labels, names, metrics, out / "roc_curves.png", title="ROC (test)")
+    console.print(f"metrics and ROC curves written to {out}")
+    return out
+
+
+def _plot_roc(
+    scores: np.ndarray, labels: np.ndarray, names: list[str], metrics: dict[str, float], path: Path,
+    title: str = "Zero-shot ROC (test)",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,7 +91,7 @@ def _plot_roc(scores: np.ndarray, labels: np.ndarray, names: list[str], metrics:
         fpr, tpr, _ = roc_curve(scores[keep, j], labels[keep, j])
         ax.plot(fpr, tpr, label=f"{name} ({metrics[f'auroc/{name}']:.3f})")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Zero-shot ROC (test)")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
