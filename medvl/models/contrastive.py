@@ -61,6 +61,9 @@ class ContrastivePretraining(L.LightningModule):
         label_names: The label columns of the data's ``labels`` tensor, in order; defaults
             to :data:`medvl.data.labels.FINDINGS`. Every prompt key must be one of them.
         retrieval_ks: K values for recall@K.
+        compile: ``torch.compile`` the image encoder (the CPU fast path; parameter names and
+            checkpoints are unchanged). On a GPU, pair with ``trainer.precision: bf16-mixed``
+            for the Triton kernels of :mod:`medvl.kernels`.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class ContrastivePretraining(L.LightningModule):
         prompts: dict[str, dict[str, list[str]]] | None = None,
         label_names: list[str] | None = None,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -94,6 +98,8 @@ class ContrastivePretraining(L.LightningModule):
         self.text = create_encoder(text_encoder, **(text_kwargs or {}))
         self.image_proj = ProjectionHead(self.visual.num_features, embed_dim, projection)
         self.text_proj = ProjectionHead(self.text.num_features, embed_dim, projection)
+        if compile:
+            self.visual.compile()  # in place: state-dict keys stay "visual.*"
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
         self.logit_bias = nn.Parameter(torch.tensor(init_logit_bias)) if loss == "siglip" else None
         self.loss_fn = SigLipLoss() if loss == "siglip" else ClipLoss()

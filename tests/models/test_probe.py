@@ -110,3 +110,14 @@ def test_linear_mode_keeps_encoder_in_eval():
     m = Classifier(vision_encoder="test_vitc_tiny_patch8", img_size=32, mode="linear").train()
     assert m.training and m.head.training and not m.visual.training
     assert not any(p.requires_grad for p in m.visual.parameters())
+
+
+def test_compile_flag_keeps_parameter_names_and_outputs():
+    torch.manual_seed(0)
+    eager = Classifier(vision_encoder="test_vit_tiny_patch8", img_size=32, mode="finetune").eval()
+    compiled = Classifier(vision_encoder="test_vit_tiny_patch8", img_size=32, mode="finetune", compile=True).eval()
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x)["logits"], eager(x)["logits"], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,183 @@
+"""Training-step throughput and peak memory: medvl's PatchEncoder vs timm's ViT.
+
+Both encoders have the identical configuration and start from the identical weights
+(the timm model's state dict is loaded into medvl's, which shares timm's parameter
+names), so they compute the same function. Every configuration -- {medvl, timm} x
+{eager, torch.compile} x {fp32, bf16 autocast} -- runs in its own fresh subprocess, so
+peak memory (the process's peak resident set above its baseline on CPU, the allocator
+peak on GPU) is not polluted by the others. A step is forward + backward + AdamW step
+on a feature-regression loss.
+
+The script first checks the numerics: medvl's and timm's features on the same batch
+(fp32, max abs difference) and the first-step losses of every configuration.
+
+On a CUDA machine the same script adds medvl with its Triton kernels enabled
+(``MEDVL_FUSED=1``) against the reference path (``MEDVL_FUSED=0``).
+
+Run::
+
+    .venv/bin/python benchmarks/encoder.py                        # ViT-S/16 at 112 px, batch 32
+    .venv/bin/python benchmarks/encoder.py --arch vit_base_patch16 --img 224 --batch 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+TIMM_NAMES = {
+    "vit_tiny_patch16": "vit_tiny_patch16_224",
+    "vit_small_patch16": "vit_small_patch16_224",
+    "vit_small_patch14": "vit_small_patch14_dinov2",
+    "vit_base_patch16": "vit_base_patch16_224",
+    "vit_large_patch16": "vit_large_patch16_224",
+}
+
+
+def _build(impl: str, arch: str, img: int, seed: int = 0):
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    ref = timm.create_model(TIMM_NAMES[arch], pretrained=False, in_chans=1, img_size=img, num_classes=0)
+    if impl == "timm":
+        return ref
+    from medvl.encoders import create_encoder
+
+    model = create_encoder(arch, in_chans=1, img_size=img)
+    model.load_state_dict(ref.state_dict(), strict=True)
+    return model
+
+
+def worker(cfg: dict) -> dict:
+    """One configuration in a fresh process; returns throughput, memory and the first loss."""
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    device = torch.device(cfg["device"])
+    cuda = device.type == "cuda"
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    model = _build(cfg["impl"], cfg["arch"], cfg["img"]).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    step_fn = torch.compile(model) if cfg["compile"] else model
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(cfg["batch"], 1, cfg["img"], cfg["img"], generator=g).to(device)
+    target = torch.randn(cfg["batch"], model.num_features, generator=g).to(device)
+    bf16 = cfg["dtype"] == "bf16"
+
+    def step() -> float:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = step_fn(x)
+        loss = (out.float() - target).square().mean()  # fp32 island: the loss reduction
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    first_loss = step()
+    sync()
+    first_s = time.perf_counter() - t0
+    for _ in range(cfg["warmup"] - 1):
+        step()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(cfg["steps"]):
+        step()
+    sync()
+    elapsed = time.perf_counter() - t0
+    if cuda:
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+    return {"images_per_s": cfg["batch"] * cfg["steps"] / elapsed, "peak_mb": peak_mb,
+            "first_loss": first_loss, "first_step_s": first_s}
+
+
+def _numerics(arch: str, img: int) -> float:
+    import torch
+
+    medvl, ref = _build("medvl", arch, img).eval(), _build("timm", arch, img).eval()
+    x = torch.randn(4, 1, img, img, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return float((medvl(x) - ref(x)).abs().max())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="vit_small_patch16", choices=sorted(TIMM_NAMES))
+    p.add_argument("--img", type=int, default=112)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--only", default=None, help="comma-separated subset, e.g. medvl-compile-fp32,timm-eager-fp32")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        print("RESULT " + json.dumps(worker(json.loads(a.worker))))
+        return
+
+    import torch
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"{a.arch} (timm: {TIMM_NAMES[a.arch]}), 1x{a.img}x{a.img}, batch {a.batch}, device {device}, "
+          f"{a.threads} threads, torch {torch.__version__}")
+    print(f"numerics: max |medvl - timm| on the same weights and batch (fp32) = {_numerics(a.arch, a.img):.2e}")
+
+    configs = []
+    for dtype in ("fp32", "bf16"):
+        for impl in ("timm", "medvl"):
+            for mode in ("eager", "compile"):
+                configs.append({"impl": impl, "compile": mode == "compile", "dtype": dtype, "fused": "1",
+                                "label": f"{impl}-{mode}-{dtype}"})
+        if device == "cuda":  # medvl's Triton kernels against its reference path
+            configs.append({"impl": "medvl", "compile": False, "dtype": dtype, "fused": "0",
+                            "label": f"medvl-eager-{dtype}-reference"})
+    if a.only:
+        keep = set(a.only.split(","))
+        configs = [c for c in configs if c["label"] in keep]
+
+    results = {}
+    for c in configs:
+        cfg = {**c, "arch": a.arch, "img": a.img, "batch": a.batch, "steps": a.steps, "warmup": a.warmup,
+               "threads": a.threads, "device": device}
+        env = {**os.environ, "MEDVL_FUSED": c["fused"]}
+        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
+                              capture_output=True, text=True)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode or not line:
+            print(f"{c['label']}: failed\n{proc.stderr[-2000:]}")
+            continue
+        results[c["label"]] = json.loads(line[-1][len("RESULT "):])
+        r = results[c["label"]]
+        print(f"  {c['label']:<32} {r['images_per_s']:8.2f} img/s  peak {r['peak_mb']:8.0f} MB  "
+              f"first loss {r['first_loss']:.6f}  first step {r['first_step_s']:.1f} s", flush=True)
+
+    print(f"\n{'configuration':<32} {'img/s':>8} {'peak MB':>9} {'vs timm eager (same dtype)':>28}")
+    for label, r in results.items():
+        dtype = "bf16" if "bf16" in label else "fp32"
+        base = results.get(f"timm-eager-{dtype}")
+        ratio = f"{r['images_per_s'] / base['images_per_s']:.2f}x speed, {r['peak_mb'] / max(base['peak_mb'], 1):.2f}x mem" if base else "-"
+        print(f"{label:<32} {r['images_per_s']:8.2f} {r['peak_mb']:9.0f} {ratio:>28}")
+    for dtype in ("fp32", "bf16"):
+        fast, base = results.get(f"medvl-compile-{dtype}"), results.get(f"timm-eager-{dtype}")
+        if fast and base:
+            print(f"medvl fast path (compile) / timm eager, {dtype}: {fast['images_per_s'] / base['images_per_s']:.2f}x "
+                  f"(target >= 1.25x)")
+
+
+if __name__ == "__main__":
+    main()
