@@ -25,3 +25,25 @@ DISPLAY_NAMES: dict[str, str] = {
     "nodule": "nodule or mass",
     "support_device": "support device",
 }
+
+CHEXPERT_LABELS: tuple[str, ...] = (
+    "no_finding",
+    "enlarged_cardiomediastinum",
+    "cardiomegaly",
+    "lung_opacity",
+    "lung_lesion",
+    "edema",
+    "consolidation",
+    "pneumonia",
+    "atelectasis",
+    "pneumothorax",
+    "pleural_effusion",
+    "pleural_other",
+    "fracture",
+    "support_device",
+)
+"""The 14 CheXpert observations (Irvin et al., AAAI 2019), in the column order of
+CheXpert's train.csv, as label names. They are the labels of CheXpert and MIMIC-CXR
+(``mimic-cxr-2.0.0-chexpert.csv`` / ``-negbio.csv``). "Support Devices" is named
+``support_device`` so that the names shared with :data:`FINDINGS` (cardiomegaly,
+pleural_effusion, pneumothorax, consolidation, support_device) match."""

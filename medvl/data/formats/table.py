@@ -1,0 +1,189 @@
+"""A user's own image-text table: CSV, TSV or JSON Lines with configurable columns.
+
+One row per image: an image path (relative to an image root), a report or caption,
+optionally a split, a record id, finding-label columns (1 / 0 / -1 / blank, as in
+CheXpert) and separate findings/impression columns. The report is split into its
+sections by :func:`medvl.data.reports.parse_report` unless findings/impression
+columns are given. Without a split column, rows are split by a seeded hash of their
+id (:func:`~medvl.data.formats.hash_split`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from medvl.data.formats._base import (
+    CHEXPERT_COLUMNS,
+    DEFAULT_FRACTIONS,
+    Collector,
+    FormatResult,
+    MissingFileError,
+    OnError,
+    Uncertainty,
+    apply_uncertainty,
+    hash_split,
+    label_columns,
+    normalize_split,
+    open_text,
+    read_csv,
+)
+from medvl.data.reports import clean_text, parse_report
+
+__all__ = ["read_table", "label_name"]
+
+
+def label_name(column: str) -> str:
+    """Label name of a column: the CheXpert name for an official column, else snake_case."""
+    return CHEXPERT_COLUMNS.get(column) or re.sub(r"[^0-9a-z]+", "_", column.strip().lower()).strip("_")
+
+
+def _jsonl_rows(path: Path, col: Collector) -> Iterator[tuple[str, dict[str, Any]]]:
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                col.bad(where, f"malformed JSON ({err.msg})")
+                continue
+            if not isinstance(row, dict):
+                col.bad(where, f"expected a JSON object, got {type(row).__name__}")
+                continue
+            yield where, row
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+    image_col: str = "image",
+    text_col: str | None = "report",
+    split_col: str | None = "split",
+    id_col: str | None = None,
+    label_cols: Sequence[str] | None = None,
+    findings_col: str | None = None,
+    impression_col: str | None = None,
+    uncertainty: Uncertainty = "ignore",
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    on_error: OnError = "raise",
+    check_files: bool = True,
+) -> FormatResult:
+    """Read a CSV (``.csv``, ``.tsv``, optionally ``.gz``) or JSONL (``.jsonl``) table.
+
+    Args:
+        path: The table.
+        image_root: Folder the image paths are relative to (default: the table's folder).
+        image_col: Column of the image path.
+        text_col: Column of the report or caption (``None``: no text, e.g. labels only).
+            Rows with empty text are dropped (``"empty text"``).
+        split_col: Column of the split (train / val / test, with the spellings
+            valid, validate, validation, dev, training, testing); ``None``: a seeded
+            hash split of the record id.
+        id_col: Column of the record id (default: the image path without suffix).
+        label_cols: Label columns, read as 1 / 0 / -1 / blank; the label name is
+            :func:`label_name` of the column. A JSONL row may instead carry a
+            ``labels`` object (its keys go through :func:`label_name` too).
+        findings_col: Column of the findings, instead of parsing ``text_col``.
+        impression_col: Column of the impression, instead of parsing ``text_col``.
+        uncertainty: Policy for -1 labels (``ignore``, ``ones``, ``zeros``).
+        seed: Seed of the hash split.
+        fractions: Train/val/test fractions of the hash split.
+        on_error: ``raise`` or ``skip`` malformed rows.
+        check_files: Drop rows whose image is missing.
+
+    Raises:
+        MissingFileError: The table does not exist.
+        ManifestError: A missing column (CSV header), an unknown split, a bad label
+            value, a duplicate id or a path leaving the image root, with
+            ``on_error="raise"``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: table not found")
+    if split_col is None:
+        hash_split("", seed=seed, fractions=fractions)
+    root = Path(image_root) if image_root is not None else path.parent
+    col = Collector(root, on_error=on_error, check_files=check_files)
+    label_map = {c: label_name(c) for c in (label_cols or ())}
+    needed = [c for c in (image_col, text_col, split_col, id_col, findings_col, impression_col) if c] + list(label_map)
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    if kind in (".jsonl", ".ndjson"):
+        rows: Iterator[tuple[str, Mapping[str, Any]]] = _jsonl_rows(path, col)
+    elif kind in (".csv", ".tsv", ".txt"):
+        rows = read_csv(path, needed, delimiter="\t" if kind == ".tsv" else ",")
+    else:
+        raise ValueError(f"{path}: unknown table format (expected .csv, .tsv or .jsonl)")
+
+    for where, row in rows:
+        missing = [c for c in needed if c not in row]
+        if missing:
+            col.bad(where, f"missing column(s) {missing}")
+            continue
+        image_value = row[image_col]
+        if not isinstance(image_value, str) or not image_value.strip():
+            col.bad(where, f"empty or non-text {image_col!r}")
+            continue
+        rel = image_value.strip()
+        try:
+            if label_map:
+                labels = label_columns(row, label_map)
+            elif isinstance(row.get("labels"), Mapping):
+                labels = label_columns(row["labels"], {k: label_name(k) for k in row["labels"]})
+            elif row.get("labels") not in (None, ""):
+                raise ValueError("'labels' must be an object of label -> 1/0/-1")
+            else:
+                labels = None
+        except ValueError as err:
+            col.bad(where, str(err))
+            continue
+        if split_col is not None:
+            split = normalize_split(row[split_col])
+            if split is None:
+                col.bad(where, f"unknown split {row[split_col]!r} (expected train, val or test)")
+                continue
+        record_id = str(row[id_col]).strip() if id_col else str(PurePosixPath(rel.replace("\\", "/")).with_suffix(""))
+        if not record_id:
+            col.bad(where, f"empty {id_col!r}")
+            continue
+        fields: dict[str, Any] = {}
+        if text_col is not None:
+            raw = row[text_col]
+            text = clean_text(str(raw)) if raw is not None else ""
+            if not text:
+                col.drop("empty text")
+                continue
+            sections = parse_report(str(raw))
+            fields = {
+                "report": text,
+                "findings": sections["findings"],
+                "impression": sections["impression"],
+                "indication": sections["indication"] or sections["history"],
+                "comparison": sections["comparison"],
+            }
+        for key, c in (("findings", findings_col), ("impression", impression_col)):
+            if c:
+                fields[key] = clean_text(str(row[c] or ""))
+        image = col.image(rel, where)
+        if image is None:
+            continue
+        record: dict[str, Any] = {
+            "study_id": record_id,
+            "image": image,
+            "split": split if split_col is not None else hash_split(record_id, seed=seed, fractions=fractions),
+            **fields,
+        }
+        if labels is not None:
+            record["labels"] = apply_uncertainty(labels, uncertainty)
+        col.add(record, where)
+    return col.result()
