@@ -14,6 +14,14 @@ LOWER = [
     "medvl.data.dataset",
     "medvl.data.synth",
     "medvl.data.transforms",
+    "medvl.data.cache",
+    "medvl.data.deid",
+    "medvl.data.vocab",
+    "medvl.data.reports",
+    "medvl.data.formats",
+    "medvl.kernels",
+    "medvl.heads.report_decoder",
+    "medvl.heads.generation",
     "medvl.export",
 ]
 

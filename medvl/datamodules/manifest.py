@@ -127,6 +127,10 @@ class ManifestDataModule(L.LightningDataModule):
             self._records = read_manifest(self.manifest)
         return self._records
 
+    def train_texts(self) -> list[str]:
+        """The training split's texts (``text_key``), e.g. to build a report vocabulary."""
+        return [str(r.get(self.text_key) or "") for r in self.all_records() if r["split"] == "train"]
+
     def image_root(self) -> Path:
         """Folder the rows' ``image`` paths are relative to."""
         return Path(self.manifest).parent

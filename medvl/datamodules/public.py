@@ -53,11 +53,14 @@ class _PublicDataModule(ManifestDataModule):
         label_names: list[str] | None,
         augment: bool,
         preload: bool,
-        window: tuple[float, float] | None = None,
+        window: tuple[float, float] | str | None = None,
+        cache_dir: str | None = None,
+        cache_dtype: Literal["uint8", "uint16"] = "uint8",
     ) -> None:
         super().__init__(
             manifest="", img_size=img_size, batch_size=batch_size, num_workers=num_workers, text_key=text_key,
             label_names=label_names, augment=augment, preload=preload, window=window,
+            cache_dir=cache_dir, cache_dtype=cache_dtype,
         )
         self.result: FormatResult | None = None
 
@@ -101,7 +104,10 @@ class MIMICCXR(_PublicDataModule):
         label_names: Label order (default: the 14 CheXpert observations).
         augment: Albumentations augmentation on the training split.
         preload: Decode every image at set-up and keep it in memory (small subsets only).
-        window: Explicit (centre, width) overriding the DICOM files' own windows.
+        cache_dir: Preprocessed cache folder (``medvl prepare`` format), built on first use.
+        window: Explicit (centre, width) or preset name overriding the DICOM files' own windows.
+        cache_dir: Preprocessed cache folder, built on first use (``medvl prepare`` format).
+        cache_dtype: ``uint8`` or ``uint16`` cache pixels.
     """
 
     def __init__(
@@ -124,11 +130,13 @@ class MIMICCXR(_PublicDataModule):
         label_names: list[str] | None = None,
         augment: bool = True,
         preload: bool = False,
-        window: tuple[float, float] | None = None,
+        window: tuple[float, float] | str | None = None,
+        cache_dir: str | None = None,
+        cache_dtype: Literal["uint8", "uint16"] = "uint8",
     ) -> None:
         super().__init__(img_size=img_size, batch_size=batch_size, num_workers=num_workers, text_key=text_key,
                          label_names=label_names or list(CHEXPERT_LABELS), augment=augment, preload=preload,
-                         window=window)
+                         window=window, cache_dir=cache_dir, cache_dtype=cache_dtype)
         self.options = dict(meta_root=meta_root, reports=reports, image_format=image_format, labels=labels,
                             uncertainty=uncertainty, views=views, section=section, images=images,
                             on_error=on_error, check_files=check_files)
@@ -176,9 +184,11 @@ class CheXpert(_PublicDataModule):
         label_names: list[str] | None = None,
         augment: bool = True,
         preload: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(img_size=img_size, batch_size=batch_size, num_workers=num_workers, text_key="report",
-                         label_names=label_names or list(CHEXPERT_LABELS), augment=augment, preload=preload)
+                         label_names=label_names or list(CHEXPERT_LABELS), augment=augment, preload=preload,
+                         cache_dir=cache_dir)
         self.options = dict(uncertainty=uncertainty, blank=blank, views=views, valid_split=valid_split,
                             val_fraction=val_fraction, seed=seed, on_error=on_error, check_files=check_files)
         self.root = root
@@ -227,9 +237,11 @@ class IUXray(_PublicDataModule):
         label_names: list[str] | None = None,
         augment: bool = True,
         preload: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(img_size=img_size, batch_size=batch_size, num_workers=num_workers, text_key=text_key,
-                         label_names=label_names, augment=augment, preload=preload)
+                         label_names=label_names, augment=augment, preload=preload,
+                         cache_dir=cache_dir)
         self.options = dict(reports=reports, images_dir=images_dir, images=images, section=section, seed=seed,
                             fractions=tuple(fractions), on_error=on_error, check_files=check_files)
         self.root = root
@@ -266,9 +278,11 @@ class ROCO(_PublicDataModule):
         label_names: list[str] | None = None,
         augment: bool = True,
         preload: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(img_size=img_size, batch_size=batch_size, num_workers=num_workers, text_key="report",
-                         label_names=label_names, augment=augment, preload=preload)
+                         label_names=label_names, augment=augment, preload=preload,
+                         cache_dir=cache_dir)
         self.options = dict(subsets=tuple(subsets or ("radiology",)), on_error=on_error, check_files=check_files)
         self.root = root
 
@@ -306,9 +320,11 @@ class PMCOA(_PublicDataModule):
         label_names: list[str] | None = None,
         augment: bool = True,
         preload: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(img_size=img_size, batch_size=batch_size, num_workers=num_workers, text_key="report",
-                         label_names=label_names, augment=augment, preload=preload)
+                         label_names=label_names, augment=augment, preload=preload,
+                         cache_dir=cache_dir)
         self.options = dict(images_dir=images_dir, seed=seed, on_error=on_error, check_files=check_files)
         self.root = root
 
@@ -364,12 +380,14 @@ class TableDataModule(_PublicDataModule):
         label_names: list[str] | None = None,
         augment: bool = True,
         preload: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         from medvl.data.formats.table import label_name
 
         default_names = [label_name(c) for c in label_cols] if label_cols else None
         super().__init__(img_size=img_size, batch_size=batch_size, num_workers=num_workers, text_key=text_key,
-                         label_names=label_names or default_names, augment=augment, preload=preload)
+                         label_names=label_names or default_names, augment=augment, preload=preload,
+                         cache_dir=cache_dir)
         self.options = dict(image_root=image_root, image_col=image_col, text_col=text_col, split_col=split_col,
                             id_col=id_col, label_cols=label_cols, findings_col=findings_col,
                             impression_col=impression_col, uncertainty=uncertainty, seed=seed,

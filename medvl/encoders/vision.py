@@ -296,9 +296,36 @@ class PatchEncoder(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.patch_embed.dynamic_feat_size(x.shape[2:])
-        tokens = self.patch_embed(x)  # (B, N, D)
-        tokens = self._pos_embed(tokens, grid)  # (B, P + N, D)
+        if self._fused_patch_embed(x):
+            tokens = self._embed_fused(x, grid)  # (B, P + N, D)
+        else:
+            tokens = self.patch_embed(x)  # (B, N, D)
+            tokens = self._pos_embed(tokens, grid)  # (B, P + N, D)
         return self._patch_dropout(tokens, x)  # (B, P + N', D), N' <= N in training
+
+    def _fused_patch_embed(self, x: torch.Tensor) -> bool:
+        """The Triton patch GEMM + bias + position add applies: plain 2-D patchify stem, eager."""
+        if torch.compiler.is_compiling() or type(self.patch_embed) is not PatchEmbed:
+            return False
+        from medvl.kernels import use_triton
+
+        return isinstance(self.patch_embed.norm, nn.Identity) and use_triton(x, self.pos_embed)
+
+    def _embed_fused(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """Same result as ``_pos_embed(patch_embed(x))`` with the patch embedding in one kernel."""
+        from medvl.kernels import patch_embed_pos, patchify
+
+        self.patch_embed._check_input(x)
+        pos = resample_abs_pos_embed(self.pos_embed, new_grid=grid, old_grid=self.grid_size,
+                                     num_prefix_tokens=self.num_prefix_tokens)  # (1, P + N, D)
+        P = self.num_prefix_tokens
+        proj = self.patch_embed.proj
+        patches = patchify(x, self.patch_embed.patch_size)  # (B, N, C * ph * pw)
+        tokens = patch_embed_pos(patches, proj.weight, proj.bias, pos[:, P:])  # (B, N, D)
+        if self.cls_token is not None:
+            cls = (self.cls_token + pos[:, :P]).expand(x.shape[0], -1, -1)  # (B, 1, D)
+            tokens = torch.cat([cls.to(tokens.dtype), tokens], dim=1)
+        return tokens
 
     def _run_block(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():

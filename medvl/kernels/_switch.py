@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -123,9 +124,15 @@ def use_triton(*tensors: torch.Tensor | None) -> bool:
     interpreter is on or every tensor is on CUDA (and Triton can still compile in this
     process, see :func:`_imported_in_interpreter_mode`).
     """
-    if not fused_enabled() or not triton_available():
+    if not fused_enabled():
+        return False
+    ts = [t for t in tensors if t is not None]
+    on_cuda = bool(ts) and all(t.is_cuda for t in ts)
+    env_interpret = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+    if not (on_cuda or env_interpret or "triton" in sys.modules):
+        return False  # CPU tensors and no interpreter: decided without importing Triton
+    if not triton_available():
         return False
     if triton_interpret():
         return True
-    ts = [t for t in tensors if t is not None]
-    return bool(ts) and all(t.is_cuda for t in ts) and not _imported_in_interpreter_mode()
+    return on_cuda and not _imported_in_interpreter_mode()

@@ -18,7 +18,6 @@ load with a straight state-dict copy.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
 
@@ -32,8 +31,13 @@ __all__ = ["Attention", "Block", "DropPath", "LayerScale", "drop_path", "fused_a
 
 
 def fused_attn_default() -> bool:
-    """Whether new ``Attention`` modules use the fused SDPA path (``MEDVL_FUSED`` != "0")."""
-    return os.environ.get("MEDVL_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")
+    """Whether new ``Attention`` modules use the fused SDPA path.
+
+    The one switch of :mod:`medvl.kernels` (``set_fused`` / ``MEDVL_FUSED``) governs it.
+    """
+    from medvl.kernels import fused_enabled
+
+    return fused_enabled()
 
 
 class Attention(nn.Module):
@@ -198,7 +202,19 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Applies the block: ``(B, N, D) -> (B, N, D)``."""
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
-        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        return x
+        """Applies the block: ``(B, N, D) -> (B, N, D)``.
+
+        Where a Triton kernel can run (CUDA, or the interpreter; see
+        :func:`medvl.kernels.use_triton`), the first residual add and ``norm2`` are one
+        fused kernel with fp32 statistics; elsewhere the two plain ops below run.
+        """
+        from medvl.kernels import fused_add_layernorm, use_triton
+
+        branch = self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask)))
+        # Under torch.compile, Inductor fuses these itself; the Triton path is for eager mode.
+        if not torch.compiler.is_compiling() and isinstance(self.norm2, nn.LayerNorm) and use_triton(x, branch):
+            x, normed = fused_add_layernorm(x, branch, self.norm2.weight, self.norm2.bias, self.norm2.eps)
+        else:
+            x = x + branch
+            normed = self.norm2(x)
+        return x + self.drop_path2(self.ls2(self.mlp(normed)))

@@ -99,3 +99,18 @@ def test_lightning_cli_can_select_and_configure_them(tmp_path):
     iu = parser.parse_object({"data": {"class_path": "medvl.datamodules.public.IUXray",
                                        "init_args": {"root": "x", "fractions": [0.8, 0.1, 0.1]}}})
     assert tuple(iu.data.init_args.fractions) == (0.8, 0.1, 0.1)
+
+
+def test_public_datamodule_reads_from_a_cache(tmp_path):
+    root = make_mimic(tmp_path / "m")
+    plain = MIMICCXR(root=str(root), **TINY)
+    cached = MIMICCXR(root=str(root), cache_dir=str(tmp_path / "cache"), **TINY)
+    cached.prepare_data()  # builds the shards
+    assert (tmp_path / "cache" / "cache.json").is_file()
+    plain.setup("fit")
+    cached.setup("fit")
+    a = next(iter(plain.val_dataloader()))
+    b = next(iter(cached.val_dataloader()))
+    assert a["study_id"] == b["study_id"] and a["report"] == b["report"]
+    torch.testing.assert_close(a["labels"], b["labels"])
+    torch.testing.assert_close(a["image"], b["image"], atol=0.5 / 255 + 1e-6, rtol=0)  # uint8 shards
