@@ -57,13 +57,18 @@ class ClipLoss(nn.Module):
 
     Args:
         label_smoothing: Cross-entropy label smoothing in ``[0, 1)``; 0 is plain CLIP.
+        blockwise: Compute the loss tile by tile without ever holding the B x B logits
+            (:func:`medvl.kernels.blockwise_clip_loss`: Triton on GPU, a blockwise
+            PyTorch reference elsewhere); same value and gradients, memory O(block^2).
+        block_size: Tile side for ``blockwise``.
     """
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0, blockwise: bool = False, block_size: int = 256) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
+        self.blockwise, self.block_size = blockwise, block_size
 
     def forward(
         self,
@@ -87,6 +92,11 @@ class ClipLoss(nn.Module):
             Scalar fp32 loss.
         """
         _check_pair(image_features, text_features)
+        if self.blockwise:
+            from medvl.kernels import blockwise_clip_loss
+
+            return blockwise_clip_loss(image_features, text_features, logit_scale,
+                                       label_smoothing=self.label_smoothing, block_size=self.block_size)
         # fp32 island: the B x B logits and their log-softmax are the numerically
         # sensitive part (a large logit_scale over bf16 dot products loses the margin
         # between positives and hard negatives), so autocast is switched off and the
@@ -114,7 +124,16 @@ class SigLipLoss(nn.Module):
     ``loss = -sum_ij logsigmoid(labels_ij * logits_ij) / B`` (big_vision / open_clip).
     SigLIP initialises ``logit_scale = 10`` (``log 10`` before ``exp``) and
     ``logit_bias = -10``.
+
+    Args:
+        blockwise: Compute tile by tile without the B x B logits
+            (:func:`medvl.kernels.blockwise_siglip_loss`); same value and gradients.
+        block_size: Tile side for ``blockwise``.
     """
+
+    def __init__(self, blockwise: bool = False, block_size: int = 256) -> None:
+        super().__init__()
+        self.blockwise, self.block_size = blockwise, block_size
 
     def forward(
         self,
@@ -137,6 +156,11 @@ class SigLipLoss(nn.Module):
             Scalar fp32 loss.
         """
         _check_pair(image_features, text_features)
+        if self.blockwise:
+            from medvl.kernels import blockwise_siglip_loss
+
+            return blockwise_siglip_loss(image_features, text_features, logit_scale, logit_bias,
+                                         block_size=self.block_size)
         # fp32 island: logsigmoid of B x B scaled logits, summed; in bf16 the sum over
         # B^2 small negative terms would round away, so compute it in fp32.
         with torch.autocast(device_type=image_features.device.type, enabled=False):

@@ -61,6 +61,7 @@ class ContrastivePretraining(L.LightningModule):
         label_names: The label columns of the data's ``labels`` tensor, in order; defaults
             to :data:`medvl.data.labels.FINDINGS`. Every prompt key must be one of them.
         retrieval_ks: K values for recall@K.
+        blockwise_loss: Memory-lean loss that never holds the B x B logits (large batches).
         compile: ``torch.compile`` the image encoder (the CPU fast path; parameter names and
             checkpoints are unchanged). On a GPU, pair with ``trainer.precision: bf16-mixed``
             for the Triton kernels of :mod:`medvl.kernels`.
@@ -90,6 +91,7 @@ class ContrastivePretraining(L.LightningModule):
         prompts: dict[str, dict[str, list[str]]] | None = None,
         label_names: list[str] | None = None,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
+        blockwise_loss: bool = False,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -102,7 +104,7 @@ class ContrastivePretraining(L.LightningModule):
             self.visual.compile()  # in place: state-dict keys stay "visual.*"
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
         self.logit_bias = nn.Parameter(torch.tensor(init_logit_bias)) if loss == "siglip" else None
-        self.loss_fn = SigLipLoss() if loss == "siglip" else ClipLoss()
+        self.loss_fn = SigLipLoss(blockwise=blockwise_loss) if loss == "siglip" else ClipLoss(blockwise=blockwise_loss)
         self.prompts = prompts or CXR_PROMPTS
         names = list(label_names or FINDINGS)
         unknown = [k for k in self.prompts if k not in names]

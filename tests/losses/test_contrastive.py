@@ -154,3 +154,25 @@ def test_parity_with_open_clip(seed):
     torch.testing.assert_close(
         SigLipLoss()(img, txt, scale, bias), oc_loss.SigLipLoss()(img, txt, scale, bias)
     )
+
+
+@pytest.mark.parametrize("loss_cls", ["clip", "siglip"])
+def test_blockwise_option_matches_dense_values_and_gradients(loss_cls):
+    from medvl.losses import ClipLoss, SigLipLoss
+
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(37, 16), dim=-1).requires_grad_()
+    txt = torch.nn.functional.normalize(torch.randn(37, 16), dim=-1).requires_grad_()
+    scale = torch.tensor(12.0, requires_grad=True)
+    bias = torch.tensor(-3.0, requires_grad=True)
+    dense, block = ((ClipLoss(), ClipLoss(blockwise=True, block_size=8)) if loss_cls == "clip"
+                    else (SigLipLoss(), SigLipLoss(blockwise=True, block_size=8)))
+    grads = []
+    for fn in (dense, block):
+        loss = fn(image_features=img, text_features=txt, logit_scale=scale, logit_bias=bias)
+        grads.append((loss.detach(), *torch.autograd.grad(loss, [img, txt, scale, bias], allow_unused=True)))
+    for a, b in zip(*grads):
+        if a is None:
+            assert b is None or float(b.abs().max()) == 0.0
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
