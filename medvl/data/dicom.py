@@ -4,8 +4,14 @@ The greyscale pipeline follows the DICOM grayscale transformation chain (PS3.3
 C.11, PS3.4 N.2.1.1): stored values -> modality LUT (rescale slope/intercept or
 *Modality LUT Sequence*) -> VOI LUT (window center/width with LINEAR,
 LINEAR_EXACT or SIGMOID, or a *VOI LUT Sequence*) -> scale the VOI output range
-to [0, 1] -> invert MONOCHROME1 so that 1 is always bright. Colour images
-(RGB, YBR_*, PALETTE COLOR) become H x W x 3 RGB scaled by their bit depth.
+to [0, 1] -> invert MONOCHROME1 so that 1 is always bright. Enhanced
+multi-frame images carry rescale and window per frame in functional groups
+(PS3.3 C.7.6.16); they are applied frame by frame. An explicit window, or a
+named CT preset from :data:`WINDOW_PRESETS`, replaces the file's VOI. Colour
+images (RGB, YBR_*, PALETTE COLOR) become H x W x 3 RGB scaled by their bit
+depth. The stages are pydicom's own (``pydicom.pixels.apply_modality_lut``,
+``apply_voi_lut``, ``apply_color_lut``); tests hold the output to them on every
+file of pydicom's and pydicom-data's test corpus.
 
 Only non-identifying header values reach :attr:`DicomImage.meta`; the keywords
 the project treats as identifying (PS3.15 Annex E basic profile) are listed in
@@ -26,11 +32,14 @@ import numpy as np
 __all__ = [
     "IDENTIFYING_KEYWORDS",
     "META_KEYS",
+    "OUTPUTS",
     "PIL_SUFFIXES",
+    "WINDOW_PRESETS",
     "DicomImage",
     "DicomReadError",
     "read_dicom",
     "read_image",
+    "resolve_window",
 ]
 
 PIL_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
@@ -149,10 +158,44 @@ The reader never copies any of these into :attr:`DicomImage.meta`; the
 de-identification tools remove or replace them.
 """
 
+
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "soft_tissue": (50.0, 400.0),
+    "abdomen": (40.0, 400.0),
+    "liver": (30.0, 150.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+"""Named CT windows as ``(center, width)`` in Hounsfield units.
+
+Conventional values (Radiopaedia, "Windowing (CT)"); they only make sense for
+images whose modality LUT yields Hounsfield units, i.e. CT.
+"""
+
+OUTPUTS: tuple[str, ...] = ("display", "modality")
+"""Values :func:`read_dicom` can return: windowed [0, 1] or modality units."""
+
 # Greyscale photometric interpretations and the colour ones that decode to RGB.
 _GREY = frozenset({"MONOCHROME1", "MONOCHROME2"})
-_RGB_LIKE = frozenset(
-    {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"}
+_RGB_LIKE = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"})
+
+# Functional group macros (PS3.3 C.7.6.16) whose attributes replace the classic
+# top-level ones for each frame of an enhanced multi-frame image.
+_FRAME_MACROS = (
+    "PixelValueTransformationSequence",  # RescaleSlope / RescaleIntercept / RescaleType
+    "FrameVOILUTSequence",  # WindowCenter / WindowWidth / VOILUTFunction
+    "PixelMeasuresSequence",  # PixelSpacing / SliceThickness / SpacingBetweenSlices
+    "PlanePositionSequence",  # ImagePositionPatient
+    "PlaneOrientationSequence",  # ImageOrientationPatient
+)
+# Top-level geometry a frame view keeps besides group 0028 (image pixel, LUT modules).
+_GEOMETRY_KEYWORDS = (
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "SliceThickness",
+    "SpacingBetweenSlices",
 )
 
 
@@ -181,13 +224,45 @@ class DicomImage:
     """Decoded pixels plus a whitelist of non-identifying header values.
 
     Attributes:
-        pixels: float32 in [0, 1]; ``(H, W)`` greyscale, ``(F, H, W)`` greyscale
-            with all frames, ``(H, W, 3)`` / ``(F, H, W, 3)`` RGB.
+        pixels: float32; in [0, 1] for ``output="display"`` (the default), in
+            modality units (e.g. Hounsfield units) for ``output="modality"``.
+            ``(H, W)`` greyscale, ``(F, H, W)`` greyscale with all frames,
+            ``(H, W, 3)`` / ``(F, H, W, 3)`` RGB.
         meta: Exactly the keys in :data:`META_KEYS`, values plain Python types or None.
     """
 
     pixels: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_window(window: tuple[float, float] | str | None) -> tuple[float, float] | None:
+    """Turn a preset name or a ``(center, width)`` pair into a checked window.
+
+    Args:
+        window: A key of :data:`WINDOW_PRESETS`, a ``(center, width)`` pair, or None.
+
+    Returns:
+        ``(center, width)`` as floats, or None when ``window`` is None.
+
+    Raises:
+        ValueError: Unknown preset name, not a pair, or a width that is not > 0.
+    """
+    if window is None:
+        return None
+    if isinstance(window, str):
+        key = window.strip().lower().replace("-", "_").replace(" ", "_")
+        if key not in WINDOW_PRESETS:
+            known = ", ".join(sorted(WINDOW_PRESETS))
+            raise ValueError(f"unknown window preset {window!r}; known presets: {known}")
+        return WINDOW_PRESETS[key]
+    try:
+        center, width = (float(v) for v in window)
+    except (TypeError, ValueError) as err:
+        message = f"window must be a preset name or (center, width), got {window!r}"
+        raise ValueError(message) from err
+    if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+        raise ValueError(f"window width must be > 0 and values finite, got {window!r}")
+    return center, width
 
 
 def read_image(path: str | os.PathLike[str], **kwargs: Any) -> DicomImage:
@@ -216,24 +291,34 @@ def read_image(path: str | os.PathLike[str], **kwargs: Any) -> DicomImage:
 def read_dicom(
     path: str | os.PathLike[str],
     *,
-    window: tuple[float, float] | None = None,
+    window: tuple[float, float] | str | None = None,
     all_frames: bool = False,
     max_pixels: int | None = 100_000_000,
+    output: str = "display",
 ) -> DicomImage:
-    """Decode a DICOM file into float32 pixels in [0, 1].
+    """Decode a DICOM file into float32 pixels.
 
-    Greyscale: modality LUT, then the first VOI of the file (VOI LUT Sequence
-    preferred over window center/width) scaled by that stage's output range;
-    without VOI information, min-max over the frames decoded (a constant image
-    becomes zeros); MONOCHROME1 is inverted last. Colour: RGB scaled by bit depth.
+    Greyscale (``output="display"``): modality LUT (rescale or *Modality LUT
+    Sequence*), then the first VOI of the file (*VOI LUT Sequence* preferred
+    over window center/width with LINEAR, LINEAR_EXACT or SIGMOID, as pydicom's
+    ``apply_voi_lut``) scaled to [0, 1] by that stage's output range; without
+    VOI information, min-max over the frames decoded (a constant image becomes
+    zeros); MONOCHROME1 is inverted last. Enhanced multi-frame images take
+    rescale and window per frame from their functional groups. Colour (RGB,
+    YBR_*, PALETTE COLOR): RGB scaled by bit depth.
+
+    ``output="modality"`` stops after the modality LUT: Hounsfield units for
+    CT, unscaled and unclipped (greyscale only).
 
     Args:
         path: The DICOM file (Part 10, with preamble and file meta).
-        window: ``(center, width)`` in modality units (e.g. Hounsfield units)
-            that replaces the file's own VOI; a plain linear window.
+        window: ``(center, width)`` in modality units, or a name from
+            :data:`WINDOW_PRESETS` such as ``"lung"``; replaces the file's own
+            VOI with a plain linear window ``clip((x - (c - w/2)) / w, 0, 1)``.
         all_frames: Return every frame of a multi-frame image instead of the first.
         max_pixels: Refuse images with more decoded values than this
             (rows x columns x frames x samples); None disables the check.
+        output: ``"display"`` ([0, 1], windowed) or ``"modality"`` (modality units).
 
     Returns:
         The pixels and the whitelisted meta (:data:`META_KEYS`).
@@ -242,49 +327,50 @@ def read_dicom(
         DicomReadError: Missing file, not DICOM, truncated or corrupt data, no
             pixel data, no decoder for the transfer syntax, pixel data length
             not matching the header, too many pixels, or non-finite output.
+        ValueError: Bad arguments (unknown preset, width <= 0, unknown output).
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    if not Path(path).is_file():
-        raise DicomReadError(path, "file not found")
-    if window is not None and not float(window[1]) > 0:
-        raise ValueError(f"window width must be > 0, got {window[1]!r}")
+    window = resolve_window(window)
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output == "modality" and window is not None:
+        raise ValueError("window applies to output='display' only")
+    ds = _open_dataset(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns on harmless header quirks
-            ds = pydicom.dcmread(path, force=False)
-    except InvalidDicomError as err:
-        raise DicomReadError(path, f"not a DICOM file ({err})") from err
-    except Exception as err:  # noqa: BLE001 - any parse failure means corrupt input
-        reason = f"truncated or corrupt DICOM ({type(err).__name__}: {err})"
-        raise DicomReadError(path, reason) from err
+        return _read_dataset(
+            path, ds, window=window, all_frames=all_frames, max_pixels=max_pixels, output=output
+        )
+    except DicomReadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - pydicom converts elements lazily: late parse errors
+        raise _error(path, "corrupt DICOM header", err, ds) from err
 
-    if "PixelData" not in ds:
-        other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
-        reason = "no PixelData element" + (f" ({other[0]} is not supported)" if other else "")
-        raise DicomReadError(path, reason)
 
-    tsyntax = _check_decodable(path, ds)
-    frames = _check_geometry(path, ds, all_frames=all_frames, max_pixels=max_pixels)
+def _read_dataset(
+    path: str | os.PathLike[str],
+    ds: Any,
+    *,
+    window: tuple[float, float] | None,
+    all_frames: bool,
+    max_pixels: int | None,
+    output: str,
+) -> DicomImage:
+    """:func:`read_dicom` after parsing: checks, decoding, grey levels or colour, meta."""
+    tsyntax, frames = _check_pixel_data(path, ds, all_frames=all_frames, max_pixels=max_pixels)
+    arr = _decode(path, ds, all_frames=all_frames)
 
-    try:
-        from pydicom.pixels import pixel_array
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # raw=False: pydicom converts YBR_FULL / YBR_FULL_422 to RGB
-            # (pydicom.pixels.convert_color_space) unless the codec already did.
-            arr = pixel_array(ds, index=None if all_frames else 0, raw=False)
-    except Exception as err:  # noqa: BLE001 - decoder errors have many types
-        raise DicomReadError(
-            path, f"pixel data could not be decoded ({type(err).__name__}: {err})"
-        ) from err
-
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    photometric = _photometric(ds)
     try:
         if photometric in _GREY:
-            pixels, used_window = _greyscale(arr, ds, window)
+            views = _frame_views(path, ds, frames if all_frames else 1)
+            values = _modality(arr, views)
+            if output == "modality":
+                pixels, used_window = values.astype(np.float32), None
+            else:
+                pixels, used_window = _greyscale(values, views, window, photometric)
+        elif output == "modality":
+            raise DicomReadError(
+                path, f"output='modality' needs a greyscale image, not {photometric}"
+            )
         elif photometric in _RGB_LIKE or photometric == "PALETTE COLOR":
             pixels, used_window = _colour(arr, ds, photometric), None
         else:
@@ -294,14 +380,96 @@ def read_dicom(
     except DicomReadError:
         raise
     except Exception as err:  # noqa: BLE001 - bad LUTs / windows in the header
-        raise DicomReadError(
-            path, f"invalid LUT or window in header ({type(err).__name__}: {err})"
-        ) from err
+        raise _error(path, "invalid LUT or window in header", err, ds) from err
 
     if not np.isfinite(pixels).all():
         raise DicomReadError(path, "decoded pixels contain NaN or infinity")
     meta = _meta(ds, tsyntax, frames=frames, window=used_window)
     return DicomImage(pixels=pixels, meta=meta)
+
+
+def _open_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> Any:
+    """Parse a Part 10 file with pydicom; every failure becomes a DicomReadError."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not Path(path).is_file():
+        raise DicomReadError(path, "file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on harmless header quirks
+            return pydicom.dcmread(path, force=False, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as err:
+        raise DicomReadError(path, f"not a DICOM file ({err})") from err
+    except Exception as err:  # noqa: BLE001 - any parse failure means corrupt input
+        raise _error(path, "truncated or corrupt DICOM", err) from err
+
+
+def _error(
+    path: str | os.PathLike[str], what: str, err: BaseException, ds: Any = None
+) -> DicomReadError:
+    """A DicomReadError for ``what``, quoting ``err`` with identifying header values removed.
+
+    Library messages rarely quote header values, but when they do, any value of
+    an :data:`IDENTIFYING_KEYWORDS` element found in ``ds`` (and each ``^``
+    component of a person name) is replaced by ``<redacted>``; the message is
+    joined onto one line and cut at 400 characters.
+    """
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if ds is not None:
+        for keyword in IDENTIFYING_KEYWORDS:
+            elem = ds.data_element(keyword) if keyword in ds else None
+            if elem is None or elem.VR == "SQ" or elem.value is None:
+                continue
+            values = elem.value if elem.VM > 1 else [elem.value]
+            for value in values:
+                parts = {p.strip() for p in (str(value), *str(value).split("^"))}
+                for part in sorted(parts, key=len, reverse=True):  # whole name first
+                    if len(part) >= 3 and part in text:
+                        text = text.replace(part, "<redacted>")
+    text = text if len(text) <= 400 else text[:400] + "..."
+    return DicomReadError(path, f"{what} ({type(err).__name__}{': ' + text if text else ''})")
+
+
+def _photometric(ds: Any) -> str:
+    return str(ds.get("PhotometricInterpretation", "")).strip().upper()
+
+
+def _check_pixel_data(
+    path: str | os.PathLike[str], ds: Any, *, all_frames: bool, max_pixels: int | None
+) -> tuple[Any, int]:
+    """Check there are pixels we can decode; return the transfer syntax and frame count."""
+    if "PixelData" not in ds:
+        other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+        if other:
+            reason = f"no PixelData element ({other[0]} is not supported)"
+        elif len(ds) == 0:
+            reason = "no PixelData element: nothing after the file meta (truncated file?)"
+        elif "Rows" in ds and "Columns" in ds:
+            # pydicom stops quietly at the end of a file cut inside the header.
+            reason = (
+                "no PixelData element although Rows/Columns describe an image (truncated file?)"
+            )
+        else:
+            reason = "no PixelData element"
+        raise DicomReadError(path, reason)
+    tsyntax = _check_decodable(path, ds)
+    frames = _check_geometry(path, ds, all_frames=all_frames, max_pixels=max_pixels)
+    return tsyntax, frames
+
+
+def _decode(path: str | os.PathLike[str], ds: Any, *, all_frames: bool) -> np.ndarray:
+    """Stored values of the first or of all frames (YBR converted to RGB)."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # raw=False: pydicom converts YBR_FULL / YBR_FULL_422 to RGB
+            # (pydicom.pixels.convert_color_space) unless the codec already did.
+            return pixel_array(ds, index=None if all_frames else 0, raw=False)
+    except Exception as err:  # noqa: BLE001 - decoder errors have many types
+        raise _error(path, "pixel data could not be decoded", err, ds) from err
 
 
 def _check_decodable(path: str | os.PathLike[str], ds: Any) -> Any:
@@ -327,18 +495,29 @@ def _check_decodable(path: str | os.PathLike[str], ds: Any) -> Any:
 def _check_geometry(
     path: str | os.PathLike[str], ds: Any, *, all_frames: bool, max_pixels: int | None
 ) -> int:
-    """Check size limits and native pixel data length; return the number of frames."""
+    """Check size limits and native pixel data length; return the number of frames.
+
+    Native pixel data shorter than rows x columns x frames x samples x bits
+    allocated is an error. Longer data is accepted only when every excess byte
+    is zero (trailing padding, which pydicom also ignores); excess bytes with
+    content mean the header understates the image, which is an error too.
+    """
     from pydicom.pixels.utils import get_expected_length, get_nr_frames
 
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = get_nr_frames(ds, warn=False)
         int(ds.BitsAllocated)
     except Exception as err:  # noqa: BLE001
         raise DicomReadError(path, f"incomplete image pixel module ({err})") from err
+    try:
+        frames = int(get_nr_frames(ds, warn=False))
+    except (TypeError, ValueError) as err:
+        raise DicomReadError(path, "invalid NumberOfFrames (not an integer)") from err
     if rows <= 0 or cols <= 0:
         raise DicomReadError(path, f"invalid image size {rows}x{cols}")
+    if frames <= 0:
+        raise DicomReadError(path, f"invalid NumberOfFrames {frames}")
     decoded = rows * cols * samples * (frames if all_frames else 1)
     if max_pixels is not None and decoded > max_pixels:
         raise DicomReadError(
@@ -348,9 +527,12 @@ def _check_geometry(
         )
     if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
         expected = get_expected_length(ds, unit="bytes")
-        actual = len(ds.PixelData)
-        # Native pixel data is padded to an even length; anything else is a mismatch.
-        if not expected <= actual <= expected + (expected % 2):
+        data = ds.PixelData
+        actual = len(data)
+        # Native pixel data is padded to an even length; zero bytes beyond that are padding.
+        short = actual < expected
+        excess = actual > expected + (expected % 2) and any(data[expected:])
+        if short or excess:
             raise DicomReadError(
                 path,
                 f"pixel data is {actual} bytes but rows x columns x frames x samples x "
@@ -359,35 +541,110 @@ def _check_geometry(
     return frames
 
 
-def _greyscale(
-    arr: np.ndarray, ds: Any, window: tuple[float, float] | None
-) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """Modality LUT -> VOI -> [0, 1] -> MONOCHROME1 inversion; return pixels and window."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+def _frame_views(path: str | os.PathLike[str], ds: Any, count: int) -> list[Any]:
+    """Per-frame datasets holding the attributes that frame's pixels are read with.
 
-    values = apply_modality_lut(arr, ds)
+    A classic image gives ``[ds]`` (one view for every frame). An enhanced
+    multi-frame image gives one view per frame: group 0028 and the plane
+    geometry of the top level, overridden by the shared and then the frame's own
+    functional groups (:data:`_FRAME_MACROS`), so that pydicom's LUT functions
+    see the rescale and window of that frame (PS3.3 C.7.6.16).
+    """
+    from pydicom.dataset import Dataset
+
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if not shared and not per_frame:
+        return [ds]
+    if per_frame and len(per_frame) < count:
+        raise DicomReadError(
+            path,
+            f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {count} frames",
+        )
+    base = Dataset()
+    base.file_meta = ds.file_meta  # LUT data of VR OW needs the byte order
+    for elem in ds:
+        if elem.tag.group == 0x0028 or elem.keyword in _GEOMETRY_KEYWORDS:
+            base.add(elem)
+    _overlay(base, shared[0] if shared else None)
+    views = []
+    for index in range(count):
+        view = Dataset()
+        view.file_meta = ds.file_meta
+        for elem in base:
+            view.add(elem)
+        _overlay(view, per_frame[index] if per_frame else None)
+        views.append(view)
+    return views
+
+
+def _overlay(view: Any, group: Any) -> None:
+    """Copy the attributes of a functional group item's macros onto ``view``."""
+    if group is None:
+        return
+    for macro in _FRAME_MACROS:
+        seq = group.get(macro)
+        if seq:
+            for elem in seq[0]:
+                view.add(elem)
+
+
+def _modality(arr: np.ndarray, views: list[Any]) -> np.ndarray:
+    """Modality LUT per frame (one call when every frame shares one view)."""
+    from pydicom.pixels import apply_modality_lut
+
+    if len(views) == 1:
+        return apply_modality_lut(arr, views[0])
+    frames = zip(arr, views, strict=True)
+    return np.stack([apply_modality_lut(frame, view) for frame, view in frames])
+
+
+def _greyscale(
+    values: np.ndarray,
+    views: list[Any],
+    window: tuple[float, float] | None,
+    photometric: str,
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """VOI -> [0, 1] -> MONOCHROME1 inversion on modality values; return pixels and window."""
     used: tuple[float, float] | None = None
     if window is not None:
-        center, width = float(window[0]), float(window[1])
-        low = center - width / 2
-        out = np.clip((values.astype(np.float64) - low) / width, 0.0, 1.0)
-        used = (center, width)
-    elif _has_voi_lut(ds):
-        if values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
-            values = values.astype(np.int64)  # LUT lookup needs integer indices
-        lut = ds.VOILUTSequence[0]
-        depth = int(lut.LUTDescriptor[2])
-        out = apply_voi_lut(values, ds, index=0, prefer_lut=True) / float(2**depth - 1)
-    elif _has_window(ds):
-        lo, hi = _voi_output_range(ds)
-        out = (apply_voi_lut(values, ds, index=0, prefer_lut=False) - lo) / (hi - lo)
-        used = (_first(ds["WindowCenter"]), _first(ds["WindowWidth"]))
+        center, width = window
+        out = (values.astype(np.float64) - (center - width / 2)) / width
+        used = window
     else:
-        out = _min_max(values)
+        first = views[0]
+        if not _has_voi_lut(first) and _has_window(first):
+            used = (_first(first["WindowCenter"]), _first(first["WindowWidth"]))
+        if len(views) == 1:
+            out = _voi(values, first)
+            out = _min_max(values) if out is None else out
+        else:
+            frames = [_voi(frame, view) for frame, view in zip(values, views, strict=True)]
+            missing = [i for i, f in enumerate(frames) if f is None]
+            if missing:  # frames without VOI share one min-max over themselves
+                scaled = _min_max(values[missing])
+                for i, frame in zip(missing, scaled, strict=True):
+                    frames[i] = frame
+            out = np.stack(frames)
     out = np.clip(out, 0.0, 1.0).astype(np.float32)
-    if str(ds.PhotometricInterpretation).strip().upper() == "MONOCHROME1":
+    if photometric == "MONOCHROME1":
         out = 1.0 - out  # MONOCHROME1: low values are bright
     return out, used
+
+
+def _voi(values: np.ndarray, view: Any) -> np.ndarray | None:
+    """The view's first VOI (LUT preferred, as pydicom) scaled to [0, 1]; None without VOI."""
+    from pydicom.pixels import apply_voi_lut
+
+    if _has_voi_lut(view):
+        if values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
+            values = values.astype(np.int64)  # LUT lookup needs integer indices
+        depth = int(view.VOILUTSequence[0].LUTDescriptor[2])
+        return apply_voi_lut(values, view, index=0, prefer_lut=True) / float(2**depth - 1)
+    if _has_window(view):
+        lo, hi = _voi_output_range(view)
+        return (apply_voi_lut(values, view, index=0, prefer_lut=False) - lo) / (hi - lo)
+    return None
 
 
 def _has_voi_lut(ds: Any) -> bool:

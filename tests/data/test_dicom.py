@@ -12,16 +12,18 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, apply_windowing
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from medvl.data.dicom import (
     IDENTIFYING_KEYWORDS,
     META_KEYS,
+    WINDOW_PRESETS,
     DicomImage,
     DicomReadError,
     read_dicom,
     read_image,
+    resolve_window,
 )
 
 
@@ -291,6 +293,19 @@ def test_truncated_in_pixel_data(tmp_path: Path) -> None:
     _raises(path, "pixel data is .* bytes .* needs")
 
 
+def test_truncated_in_header(tmp_path: Path) -> None:
+    data = Path(_testfile("CT_small.dcm")).read_bytes()
+    (tmp_path / "cut_early.dcm").write_bytes(data[:300])  # inside the first data element
+    _raises(tmp_path / "cut_early.dcm", "no PixelData element: nothing after the file meta")
+    assert data.find(b"\x28\x00\x11\x00") < 5000 < data.find(b"\xe0\x7f\x10\x00")
+    (tmp_path / "cut_late.dcm").write_bytes(data[:5000])  # after Rows/Columns, before pixels
+    _raises(tmp_path / "cut_late.dcm", "no PixelData element although Rows/Columns .*truncated")
+    (tmp_path / "cut_meta.dcm").write_bytes(data[:100])  # inside the file meta
+    _raises(tmp_path / "cut_meta.dcm", "not a DICOM file")
+    (tmp_path / "cut_sequence.dcm").write_bytes(data[:1000])  # inside a sequence
+    _raises(tmp_path / "cut_sequence.dcm", "no PixelData element|corrupt")
+
+
 def test_no_pixel_data(tmp_path: Path) -> None:
     ds = dcmread(_testfile("CT_small.dcm"))
     del ds.PixelData
@@ -370,3 +385,166 @@ def test_read_image_dispatch_and_png_errors(tmp_path: Path) -> None:
     with pytest.raises(DicomReadError, match="max_pixels"):
         Image.fromarray(np.zeros((20, 20), dtype=np.uint8)).save(tmp_path / "big.png")
         read_image(tmp_path / "big.png", max_pixels=100)
+
+
+# --- Window presets, VOI functions, modality output ---------------------------------------
+
+
+def test_window_presets_are_named_ct_windows() -> None:
+    assert WINDOW_PRESETS["lung"] == (-600.0, 1500.0)
+    assert WINDOW_PRESETS["brain"] == (40.0, 80.0)
+    for name in ("mediastinum", "soft_tissue", "bone"):
+        center, width = WINDOW_PRESETS[name]
+        assert width > 0
+    assert 300 <= WINDOW_PRESETS["bone"][0] <= 600 and WINDOW_PRESETS["bone"][1] >= 1500
+    assert resolve_window("Soft-Tissue") == WINDOW_PRESETS["soft_tissue"]
+    assert resolve_window((10, 20)) == (10.0, 20.0)
+    assert resolve_window(None) is None
+    with pytest.raises(ValueError, match="unknown window preset 'lungs'.*lung"):
+        resolve_window("lungs")
+    with pytest.raises(ValueError, match="center, width"):
+        resolve_window((1, 2, 3))
+
+
+def test_window_preset_equals_its_tuple() -> None:
+    path = _testfile("CT_small.dcm")
+    by_name = read_dicom(path, window="bone")
+    by_value = read_dicom(path, window=WINDOW_PRESETS["bone"])
+    np.testing.assert_array_equal(by_name.pixels, by_value.pixels)
+    assert by_name.meta["window"] == WINDOW_PRESETS["bone"]
+    assert not np.array_equal(by_name.pixels, read_dicom(path, window="lung").pixels)
+    with pytest.raises(ValueError, match="unknown window preset"):
+        read_dicom(path, window="kidney stone")
+
+
+@pytest.mark.parametrize(
+    ("name", "function", "center", "width"),
+    [
+        ("CT_small.dcm", "LINEAR_EXACT", 40.0, 400.0),  # signed, rescaled CT
+        ("CT_small.dcm", "SIGMOID", 40.0, 400.0),
+        ("MR_small.dcm", "LINEAR_EXACT", 600.0, 0.5),  # width < 1 is valid for LINEAR_EXACT
+        ("MR_small.dcm", "SIGMOID", 600.0, 1600.0),
+        ("RG1_UNCR.dcm", "SIGMOID", 2000.0, 3000.0),  # MONOCHROME1
+    ],
+)
+def test_voi_functions_match_pydicom_windowing(
+    tmp_path: Path, name: str, function: str, center: float, width: float
+) -> None:
+    ds = dcmread(_testfile(name))
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = center, width, function
+    path = tmp_path / f"{function}_{name}"
+    ds.save_as(path)
+    ds = dcmread(path)
+    windowed = apply_windowing(apply_modality_lut(ds.pixel_array, ds), ds)
+    with np.errstate(over="ignore"):
+        lo, hi = apply_windowing(np.array([-1e12, 1e12]), ds)  # the output range
+    expected = (windowed - lo) / (hi - lo)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        expected = 1.0 - expected
+    image = read_dicom(path)
+    np.testing.assert_allclose(image.pixels, expected, atol=2e-6)
+    assert image.meta["window"] == (center, width)
+
+
+def test_modality_output_is_hounsfield_units() -> None:
+    path = _testfile("CT_small.dcm")
+    ds = dcmread(path)
+    image = read_dicom(path, output="modality")
+    expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert image.pixels.dtype == np.float32
+    np.testing.assert_array_equal(image.pixels, expected.astype(np.float32))
+    assert image.pixels.min() < 0  # air and fat are negative HU, not clipped
+    assert image.meta["window"] is None
+    with pytest.raises(ValueError, match="output must be one of"):
+        read_dicom(path, output="hu")
+    with pytest.raises(ValueError, match="applies to output='display' only"):
+        read_dicom(path, output="modality", window="lung")
+    with pytest.raises(DicomReadError, match="needs a greyscale image"):
+        read_dicom(_testfile("SC_rgb.dcm"), output="modality")
+
+
+def test_enhanced_ct_takes_rescale_and_window_from_functional_groups() -> None:
+    path = _testfile("eCT_Supplemental.dcm")
+    ds = dcmread(path)
+    assert "RescaleIntercept" not in ds and "WindowCenter" not in ds  # only in the groups
+    hu = read_dicom(path, all_frames=True, output="modality").pixels
+    np.testing.assert_array_equal(hu, ds.pixel_array.astype(np.float32) - 1024.0)
+    image = read_dicom(path, all_frames=True)
+    assert image.pixels.shape == (2, 512, 512)
+    assert image.meta["window"] == (49.0, 102.0)
+    # LINEAR window (PS3.3 C.11.2.1.2.1) on HU, scaled to [0, 1]
+    center, width = 49.0 - 0.5, 102.0 - 1.0
+    linear = np.clip((hu.astype(np.float64) - center) / width + 0.5, 0, 1)
+    np.testing.assert_allclose(image.pixels, linear, atol=1e-5)
+
+
+# --- More errors ----------------------------------------------------------------------------
+
+
+def test_zero_padding_is_accepted_but_excess_content_is_not(
+    tmp_path: Path, stored: np.ndarray
+) -> None:
+    padded = _write_dicom(tmp_path / "padded.dcm", stored)
+    ds = dcmread(padded)
+    ds.PixelData = ds.PixelData + bytes(80)  # one row of zero padding
+    ds.save_as(padded)
+    np.testing.assert_array_equal(
+        read_dicom(padded).pixels, read_dicom(_write_dicom(tmp_path / "plain.dcm", stored)).pixels
+    )
+    ds.PixelData = ds.PixelData[:-80] + b"\x01" * 80
+    ds.save_as(tmp_path / "excess.dcm")
+    _raises(tmp_path / "excess.dcm", "pixel data is 2000 bytes .* needs 1920")
+
+
+def test_invalid_number_of_frames(tmp_path: Path, stored: np.ndarray) -> None:
+    path = _write_dicom(tmp_path / "frames.dcm", stored)
+    data = path.read_bytes()
+    ds = dcmread(path)
+    ds.add_new(0x00280008, "IS", "2")
+    ds.save_as(path)
+    data = path.read_bytes().replace(b"\x08\x00IS\x02\x002 ", b"\x08\x00IS\x02\x00x ")
+    path.write_bytes(data)
+    _raises(path, "invalid NumberOfFrames")
+
+
+def test_installed_decoder_without_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEG2000Lossless
+
+    decoder = get_decoder(JPEG2000Lossless)
+    assert decoder.is_available
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", {"pylibjpeg": ("pylibjpeg", "pylibjpeg-openjpeg")})
+    path = _testfile("MR_small_jp2klossless.dcm")
+    err = _raises(path, r"no installed decoder for transfer syntax 1\.2\.840\.10008\.1\.2\.4\.90")
+    assert "pylibjpeg-openjpeg" in err.reason
+
+
+def test_decoder_error_messages_are_scrubbed(
+    tmp_path: Path, stored: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pydicom.pixels
+
+    path = _write_dicom(tmp_path / "phi.dcm", stored)
+    ds = dcmread(path)
+
+    def leaky(*args: object, **kwargs: object) -> None:
+        who = f"{ds.PatientName} / {ds.PatientID}"
+        raise ValueError(f"cannot decode frame for {who}\nat {ds.StudyDate}")
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", leaky)
+    err = _raises(path, "pixel data could not be decoded .*<redacted>")
+    for value in ("Doe", "Jane", "MRN8675309", "20240229"):
+        assert value not in str(err), value
+    assert "\n" not in err.reason
+
+
+def test_late_parse_errors_become_dicom_read_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import medvl.data.dicom as dicom
+
+    def lazy_failure(*args: object, **kwargs: object) -> None:
+        # pydicom converts elements on first access; a corrupt sequence fails only then.
+        raise OSError("No tag to read at file position 3E8")
+
+    monkeypatch.setattr(dicom, "_meta", lazy_failure)
+    _raises(_testfile("CT_small.dcm"), r"corrupt DICOM header \(OSError: No tag to read")
