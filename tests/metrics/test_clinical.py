@@ -1,0 +1,238 @@
+"""The CheXpert-style labeler on hand-labelled report sentences, and the CE metrics.
+
+Expected labels are written by hand for each sentence (1 positive, 0 negative, -1
+uncertain; every other observation must be unmentioned), following the CheXpert
+labeler's rules as documented in medvl.metrics.clinical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medvl.metrics.bootstrap import bootstrap_ci
+from medvl.metrics.clinical import (
+    CHEXPERT_LABELS,
+    ClinicalF1,
+    ce_from_labels,
+    ce_prepared,
+    clinical_efficacy,
+    extract_mentions,
+    label_reports,
+)
+
+NF = "no_finding"
+
+CASES: list[tuple[str, dict[str, float]]] = [
+    # negation, including negated coordinated lists
+    ("No pleural effusion or pneumothorax.", {"pleural_effusion": 0, "pneumothorax": 0, NF: 1}),
+    ("There is no focal consolidation.", {"consolidation": 0, NF: 1}),
+    ("The lungs are clear without focal consolidation, effusion, or pneumothorax.",
+     {"consolidation": 0, "pleural_effusion": 0, "pneumothorax": 0, NF: 1}),
+    ("No pleural effusion, pneumothorax, or focal airspace consolidation is seen.",
+     {"pleural_effusion": 0, "pneumothorax": 0, "consolidation": 0, NF: 1}),
+    ("No evidence of pneumonia.", {"pneumonia": 0, NF: 1}),
+    ("No convincing signs of pneumonia.", {"pneumonia": 0, NF: 1}),
+    ("No focal consolidation to suggest pneumonia.", {"consolidation": 0, "pneumonia": 0, NF: 1}),
+    ("No findings concerning for pneumonia.", {"pneumonia": 0, NF: 1}),
+    ("Pneumothorax is absent.", {"pneumothorax": 0, NF: 1}),
+    ("Pleural effusions have resolved.", {"pleural_effusion": 0, NF: 1}),
+    ("Interval resolution of the right pneumothorax.", {"pneumothorax": 0, NF: 1}),
+    ("The previously seen right pleural effusion is no longer visualized.", {"pleural_effusion": 0, NF: 1}),
+    ("No pulmonary edema or vascular congestion.", {"edema": 0, NF: 1}),
+    ("No displaced rib fractures.", {"fracture": 0, NF: 1}),
+    ("No fracture is identified.", {"fracture": 0, NF: 1}),
+    # uncertainty
+    ("Possible small left pleural effusion.", {"pleural_effusion": -1}),
+    ("Cannot exclude early pneumonia.", {"pneumonia": -1}),
+    ("Pneumonia cannot be excluded.", {"pneumonia": -1}),
+    ("Trace left pleural effusion is not excluded.", {"pleural_effusion": -1}),
+    ("Patchy opacity at the left base could represent atelectasis or pneumonia.",
+     {"lung_opacity": 1, "atelectasis": -1, "pneumonia": -1}),
+    ("Retrocardiac opacity, which may represent atelectasis or consolidation.",
+     {"lung_opacity": 1, "atelectasis": -1, "consolidation": -1}),
+    ("Findings are concerning for pneumonia.", {"pneumonia": -1}),
+    ("Right upper lobe consolidation concerning for pneumonia.", {"consolidation": 1, "pneumonia": -1}),
+    ("Bibasilar atelectasis versus consolidation.", {"atelectasis": -1, "consolidation": -1}),
+    ("Subtle opacity in the right lower lobe, possibly atelectasis.", {"lung_opacity": 1, "atelectasis": -1}),
+    ("Pneumonia is less likely.", {"pneumonia": -1}),
+    ("Mild pulmonary vascular congestion.", {"edema": -1}),
+    ("Increased interstitial markings suggestive of mild interstitial edema.", {"lung_opacity": 1, "edema": -1}),
+    ("Blunting of the left costophrenic angle may reflect a small effusion.", {"pleural_effusion": -1}),
+    ("Findings suggest mild CHF.", {"edema": -1, "cardiomegaly": -1}),
+    ("No new consolidation.", {"consolidation": -1}),  # CheXpert's pre-negation rule
+    ("The heart size is stable.", {"cardiomegaly": -1}),  # CheXpert: stable heart size is uncertain
+    # positive, with laterality and severity words
+    ("Small right apical pneumothorax.", {"pneumothorax": 1}),
+    ("Moderate right and small left pleural effusions with adjacent compressive atelectasis.",
+     {"pleural_effusion": 1, "atelectasis": 1}),
+    ("Mild pulmonary edema.", {"edema": 1}),
+    ("Moderate cardiomegaly with mild interstitial edema.", {"cardiomegaly": 1, "edema": 1}),
+    ("Left lower lobe opacity, likely atelectasis.", {"lung_opacity": 1, "atelectasis": 1}),  # "likely" is positive
+    ("Left basilar airspace disease, likely pneumonia.", {"lung_opacity": 1, "pneumonia": 1}),
+    ("Nodular opacity in the right upper lobe.", {"lung_opacity": 1, "lung_lesion": 1}),
+    ("A 1.5 cm nodule in the left upper lobe is concerning for malignancy.", {"lung_lesion": 1}),
+    ("Healed right rib fractures.", {"fracture": 1}),
+    ("Acute displaced fracture of the left seventh rib.", {"fracture": 1}),
+    ("Pleural thickening at the right apex.", {"pleural_other": 1}),
+    ("Low lung volumes with bibasilar atelectasis.", {"atelectasis": 1}),
+    ("Interval increase in moderate pulmonary edema.", {"edema": 1}),
+    ("Small bilateral pleural effusions, slightly increased from prior.", {"pleural_effusion": 1}),
+    ("Minimal atelectasis at the left base; otherwise clear.", {"atelectasis": 1}),
+    ("Stable cardiomegaly.", {"cardiomegaly": 1}),
+    # heart and mediastinum: anatomical mentions need a qualifier
+    ("Heart size is mildly enlarged. No pneumothorax.", {"cardiomegaly": 1, "pneumothorax": 0}),
+    ("Heart size remains enlarged.", {"cardiomegaly": 1}),
+    ("Heart size is normal.", {"cardiomegaly": 0, NF: 1}),
+    ("The heart is not enlarged.", {"cardiomegaly": 0, NF: 1}),
+    ("Heart size is at the upper limits of normal. Lungs are clear.", {"cardiomegaly": 0, NF: 1}),
+    ("Cardiomediastinal silhouette is within normal limits.", {"enlarged_cardiomediastinum": 0, NF: 1}),
+    ("The cardiac silhouette, mediastinal and hilar contours are normal.",
+     {"cardiomegaly": 0, "enlarged_cardiomediastinum": 0, NF: 1}),
+    ("The cardiomediastinal silhouette is enlarged.", {"enlarged_cardiomediastinum": 1}),
+    ("Mediastinal contours are widened.", {"enlarged_cardiomediastinum": 1}),
+    ("Widening of the mediastinum.", {"enlarged_cardiomediastinum": 1}),
+    ("Normal heart size with small bilateral pleural effusions.", {"cardiomegaly": 0, "pleural_effusion": 1}),
+    ("Opacity projecting over the heart.", {"lung_opacity": 1}),
+    # mixed sentences and scope ends
+    ("Small left effusion, no pneumothorax.", {"pleural_effusion": 1, "pneumothorax": 0}),
+    ("No pneumothorax, small left effusion.", {"pneumothorax": 0, "pleural_effusion": 1}),
+    ("Possible small effusion, no pneumothorax.", {"pleural_effusion": -1, "pneumothorax": 0}),
+    ("There is no pneumothorax and the heart is enlarged.", {"pneumothorax": 0, "cardiomegaly": 1}),
+    ("Mild cardiomegaly, otherwise normal.", {"cardiomegaly": 1}),
+    ("No effusion, but there is a small right pneumothorax.", {"pleural_effusion": 0, "pneumothorax": 1}),
+    # support devices, placement and removal
+    ("Right IJ central venous catheter terminates in the SVC.", {"support_device": 1, NF: 1}),
+    ("The endotracheal tube terminates 4 cm above the carina.", {"support_device": 1, NF: 1}),
+    ("Enteric tube courses below the diaphragm.", {"support_device": 1, NF: 1}),
+    ("Left-sided PICC line tip in the mid SVC.", {"support_device": 1, NF: 1}),
+    ("Median sternotomy wires and mediastinal clips are intact.", {"support_device": 1, NF: 1}),
+    ("A left-sided pacemaker is in place with leads in the right atrium and ventricle.", {"support_device": 1, NF: 1}),
+    ("Lines and tubes are in standard position.", {"support_device": 1, NF: 1}),
+    ("Interval removal of the endotracheal tube.", {"support_device": 0, NF: 1}),  # CheXpert's removal rule
+    ("Chest tube has been removed.", {"support_device": 0, NF: 1}),
+    # normal studies and other findings
+    ("No acute cardiopulmonary process.", {NF: 1}),
+    ("Normal chest radiograph.", {NF: 1}),
+    ("No acute osseous abnormality.", {NF: 1}),
+    ("Calcified granuloma in the right lower lobe.", {}),  # an other finding: no lesion, no No Finding
+    ("Hyperinflated lungs consistent with COPD.", {}),
+    ("Mild degenerative changes of the thoracic spine.", {}),
+    ("No emphysema.", {NF: 1}),
+]
+
+
+def _expected_row(expected: dict[str, float]) -> np.ndarray:
+    row = np.full(len(CHEXPERT_LABELS), np.nan)
+    for name, value in expected.items():
+        row[CHEXPERT_LABELS.index(name)] = value
+    return row
+
+
+def _show(row: np.ndarray) -> dict[str, float]:
+    return {n: float(v) for n, v in zip(CHEXPERT_LABELS, row) if not np.isnan(v)}
+
+
+def test_enough_cases():
+    assert len(CASES) >= 40
+    assert len(CHEXPERT_LABELS) == 14 and CHEXPERT_LABELS[0] == NF and CHEXPERT_LABELS[-1] == "support_device"
+
+
+@pytest.mark.parametrize("text, expected", CASES, ids=[c[0][:50] for c in CASES])
+def test_sentence_labels(text, expected):
+    got = label_reports([text])[0]
+    assert _show(got) == _show(_expected_row(expected)), text
+
+
+def test_labels_are_batched_in_order():
+    texts = [c[0] for c in CASES]
+    batch = label_reports(texts)
+    assert batch.shape == (len(CASES), 14) and batch.dtype == np.float64
+    np.testing.assert_array_equal(batch, np.stack([_expected_row(e) for _, e in CASES]))
+
+
+def test_full_report_aggregation():
+    report = ("FINDINGS: The heart is mildly enlarged. There is a small left pleural effusion with adjacent atelectasis. "
+              "No pneumothorax.\nIMPRESSION: Cardiomegaly and small left effusion. Possible pneumonia.")
+    assert _show(label_reports([report])[0]) == {"cardiomegaly": 1, "pleural_effusion": 1, "atelectasis": 1,
+                                                 "pneumothorax": 0, "pneumonia": -1}
+    # CheXpert's priority: positive > uncertain > negative across mentions.
+    assert _show(label_reports(["Possible pneumonia. No pneumonia."])[0]) == {"pneumonia": -1}
+    assert _show(label_reports(["Right lower lobe pneumonia. No pneumonia on the left."])[0]) == {"pneumonia": 1}
+
+
+def test_odd_unicode_and_empty_reports():
+    odd = "NO PLEURAL EFFUSION\u00a0OR PNEUMO\u00adTHORAX\u3002 Heart size \u2014 normal\uff0e"
+    assert _show(label_reports([odd])[0]) == {"pleural_effusion": 0, "pneumothorax": 0, "cardiomegaly": 0, NF: 1}
+    # No positive finding at all: No Finding = 1 (CheXpert's rule), for empty text too.
+    assert _show(label_reports(["", None])[0]) == {NF: 1}
+    assert label_reports([]).shape == (0, 14)
+    with pytest.raises(TypeError):
+        label_reports("a single report string")
+
+
+def test_laterality_of_mentions():
+    (m,) = extract_mentions("Small right apical pneumothorax.")
+    assert (m.observation, m.label, m.laterality) == ("pneumothorax", 1, "right")
+    sides = {m.observation: m.laterality for m in extract_mentions(
+        "Moderate right and small left pleural effusions. Left lower lobe collapse. Bilateral pulmonary nodules.")}
+    assert sides == {"pleural_effusion": "bilateral", "atelectasis": "left", "lung_lesion": "bilateral"}
+    assert extract_mentions("Mild pulmonary edema.")[0].laterality is None
+
+
+# ------------------------------------------------------------------ CE metrics
+def _random_labels(rng, n):
+    return rng.choice([1.0, 0.0, -1.0, np.nan], size=(n, 14), p=[0.25, 0.25, 0.15, 0.35])
+
+
+def test_ce_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    hyp, ref = _random_labels(rng, 120), _random_labels(rng, 120)
+    hyp[:, 5] = 0.0  # a label never predicted ...
+    ref[:, 5] = np.nan  # ... and never present: contributes 0 to the macro average
+    ce = ce_from_labels(hyp, ref)
+    for prefix, positive in (("ce_", (1.0,)), ("ce_uap_", (1.0, -1.0))):
+        y_pred, y_true = np.isin(hyp, positive).astype(int), np.isin(ref, positive).astype(int)
+        for average in ("micro", "macro"):
+            p, r, f, _ = metrics.precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0)
+            assert ce[f"{prefix}{average}_precision"] == pytest.approx(p, abs=1e-12)
+            assert ce[f"{prefix}{average}_recall"] == pytest.approx(r, abs=1e-12)
+            assert ce[f"{prefix}{average}_f1"] == pytest.approx(f, abs=1e-12)
+        per = metrics.f1_score(y_true, y_pred, average=None, zero_division=0)
+        for j, name in enumerate(CHEXPERT_LABELS):
+            assert ce[f"{prefix}f1/{name}"] == pytest.approx(per[j], abs=1e-12)
+    assert ce["ce_f1/edema"] == 0.0
+    assert ce["ce_uap_micro_f1"] != ce["ce_micro_f1"]
+
+
+def test_clinical_efficacy_on_reports():
+    refs = ["Moderate cardiomegaly. Small left pleural effusion.", "No acute cardiopulmonary process.",
+            "Right lower lobe pneumonia.", "Possible small right pneumothorax."]
+    same = clinical_efficacy(refs, refs)
+    assert same["ce_micro_f1"] == 1.0 and same["ce_uap_micro_f1"] == 1.0
+    hyps = ["Moderate cardiomegaly. No pleural effusion.", "No acute cardiopulmonary process.",
+            "No focal consolidation.", "Small right pneumothorax."]
+    ce = clinical_efficacy(hyps, refs)
+    # Positives (label 1): refs {cardiomegaly, effusion}, {NF}, {pneumonia}, {} ;
+    # hyps {cardiomegaly}, {NF}, {NF}, {pneumothorax}: TP 2, FP 2, FN 2.
+    assert ce["ce_micro_precision"] == pytest.approx(0.5) and ce["ce_micro_recall"] == pytest.approx(0.5)
+    assert ce["ce_f1/cardiomegaly"] == 1.0 and ce["ce_f1/pleural_effusion"] == 0.0
+    # Uncertain counted positive: the reference's possible pneumothorax now matches.
+    assert ce["ce_uap_f1/pneumothorax"] == 1.0 and ce["ce_f1/pneumothorax"] == 0.0
+    five = clinical_efficacy(hyps, refs, observations=["cardiomegaly", "edema", "consolidation", "atelectasis",
+                                                       "pleural_effusion"])
+    assert five["ce_micro_f1"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="unknown observations"):
+        clinical_efficacy(hyps, refs, observations=["heart"])
+
+
+def test_ce_bootstrap():
+    refs = ["Moderate cardiomegaly.", "No acute process.", "Right lower lobe pneumonia.", "Small left effusion."] * 25
+    hyps = ["Mild cardiomegaly.", "No acute process.", "No pneumonia.", "Small left effusion."] * 25
+    point, low, high = bootstrap_ci(ClinicalF1("micro"), hyps, refs, n_resamples=500, seed=0)
+    assert point == pytest.approx(clinical_efficacy(hyps, refs)["ce_micro_f1"])
+    assert low < point < high
+    prepared = ce_prepared(label_reports(hyps), label_reports(refs))
+    assert {"ce_micro_f1", "ce_macro_f1", "ce_uap_macro_recall", "ce_f1/pneumonia"} <= set(prepared)
+    assert prepared["ce_f1/pneumonia"].point == 0.0
