@@ -150,6 +150,8 @@ CUES: tuple[tuple[str, str, str, int | None], ...] = (
     (r"no (?:\w+ ){0,4}?to (?:suggest|explain|indicate)", "neg", "fwd", None),
     (r"no (?:\w+ ){0,3}?(?:concerning|suspicious|worrisome|diagnostic) (?:for|of)", "neg", "fwd", None),
     (r"nothing to suggest", "neg", "fwd", None),
+    (r"no (?:suspicious|concerning|worrisome|definite|definitive|obvious|convincing|discrete|clear|"
+     r"(?:\w+ )?evidence of (?:suspicious|definite|obvious))", "neg", "fwd", None),  # "no definite X" (CheXpert)
     (r"no|without|negative for|free of|clear of|absence of|absent|rather than|instead of|resolution of|"
      r"resolved|removal of|disappearance of|history of|rule out|ruling out|to exclude|exclude[ds]?", "neg", "fwd", None),
     (r"no longer", "neg", "both", 6),

@@ -35,6 +35,8 @@ CASES: list[tuple[str, dict[str, float]]] = [
     ("No convincing signs of pneumonia.", {"pneumonia": 0, NF: 1}),
     ("No focal consolidation to suggest pneumonia.", {"consolidation": 0, "pneumonia": 0, NF: 1}),
     ("No findings concerning for pneumonia.", {"pneumonia": 0, NF: 1}),
+    ("No suspicious nodule or mass.", {"lung_lesion": 0, NF: 1}),
+    ("No definite focal consolidation.", {"consolidation": 0, NF: 1}),
     ("Pneumothorax is absent.", {"pneumothorax": 0, NF: 1}),
     ("Pleural effusions have resolved.", {"pleural_effusion": 0, NF: 1}),
     ("Interval resolution of the right pneumothorax.", {"pneumothorax": 0, NF: 1}),
@@ -236,3 +238,18 @@ def test_ce_bootstrap():
     prepared = ce_prepared(label_reports(hyps), label_reports(refs))
     assert {"ce_micro_f1", "ce_macro_f1", "ce_uap_macro_recall", "ce_f1/pneumonia"} <= set(prepared)
     assert prepared["ce_f1/pneumonia"].point == 0.0
+
+
+def test_agrees_with_the_synthetic_generator_labels():
+    # The synthetic dataset writes its reports from known labels (positive, hedged, negated findings).
+    from medvl.data.synth import sample_study
+
+    cases = [sample_study(5, i) for i in range(200)]
+    labels = label_reports([c["report"] for c in cases])
+    column = {"cardiomegaly": "cardiomegaly", "pleural_effusion": "pleural_effusion", "pneumothorax": "pneumothorax",
+              "consolidation": "consolidation", "nodule": "lung_lesion", "support_device": "support_device"}
+    for finding, name in column.items():
+        truth = np.array([c["labels"][finding] for c in cases], dtype=float)
+        got = np.nan_to_num(labels[:, CHEXPERT_LABELS.index(name)], nan=0.0)  # unmentioned = negative there
+        assert {-1.0, 0.0, 1.0} <= set(truth.tolist()) or finding == "support_device"
+        np.testing.assert_array_equal(got, truth, err_msg=finding)
