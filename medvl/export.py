@@ -1,108 +1,599 @@
-"""Export a trained image encoder as safetensors + JSON config, and load it back with torch alone.
+"""Export a trained image encoder in the formats downstream users load, and load it back with torch alone.
 
-An export folder holds ``model.safetensors`` (the encoder's state dict),
-``projection.safetensors`` (the contrastive image projection, when the task has one)
-and ``config.json`` (registry name, constructor overrides and preprocessing). Loading
-needs torch, safetensors and :mod:`medvl.encoders`; never Lightning. Checkpoints are
-read with ``torch.load(weights_only=True)``: nothing in them is unpickled as code.
+``export_encoder(source, out)`` writes one folder:
+
+* ``model.safetensors`` - the encoder's state dict (medvl / timm parameter names);
+* ``projection.safetensors`` - the image projection into the joint space, when the
+  task has one;
+* ``config.json`` - architecture, preprocessing (channels, size, window, mean/std) and
+  what each other file is and how it was checked;
+* ``README.md`` - a model card (architecture, parameter count, preprocessing, intended
+  use, how to load with medvl / timm / torch, training data, metrics);
+* ``timm/model.safetensors`` - loads into ``timm.create_model(arch, pretrained=True,
+  pretrained_cfg_overlay=dict(file=...), **kwargs)`` with the ``arch``/``kwargs`` in
+  ``config.json["timm"]`` (patchify-stem 2-D encoders only; timm has no conv stem);
+* ``model.torchscript.pt`` - ``torch.jit.trace`` of normalised image -> (pooled
+  features, tokens), for ``torch.jit.load``;
+* ``model.onnx`` - the same graph with a dynamic batch axis (``torch.onnx.export``),
+  checked against onnxruntime at export time (max abs difference in ``config.json``).
+
+Sources (the checkpoint contract)
+---------------------------------
+A **task checkpoint** of any medvl task (contrastive pretraining today; report
+generation, VQA and classifiers follow the same contract) is a Lightning checkpoint
+whose ``hyper_parameters`` hold
+
+* ``vision_encoder`` (registry name), ``img_size``, ``in_chans``, ``vision_kwargs``
+  (dict or None): ``create_encoder(vision_encoder, img_size=, in_chans=, **vision_kwargs)``
+  rebuilds the encoder;
+* ``image_mean``, ``image_std`` (number or one per channel): the normalisation of the
+  [0, 1] grey levels the task applied before the encoder (default 0 and 1);
+* optionally ``window`` (DICOM ``(center, width)`` or preset name), ``embed_dim`` and
+  ``projection`` (kind of :class:`~medvl.heads.ProjectionHead`), ``_class_path`` (task);
+
+and whose ``state_dict`` holds the encoder under ``visual.`` and, optionally, the image
+projection under ``image_proj.``. Also accepted: an **export folder** (re-exported, e.g.
+to add formats), an **encoder state dict file** with ``arch`` (a registry name; or
+``"timm"``/``"timm:<name>"``/``"open_clip"``/``"open_clip:<name>"`` to convert with
+:mod:`medvl.encoders.interop`), or a **PatchEncoder** instance.
+
+Loading (:func:`load_encoder`) needs torch, safetensors and :mod:`medvl.encoders`,
+never Lightning; the encoder comes back with ``pretrained_cfg`` (the preprocessing),
+``preprocess`` (a :class:`~medvl._preprocess.Preprocessor`) and ``encode(images)``
+(path / array / tensor -> pooled features). Checkpoints are read with
+``torch.load(weights_only=True)``: nothing in them is unpickled as code. Nothing from
+DICOM headers is written.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import json
+import math
+import types
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from medvl.encoders import create_encoder
+from medvl._preprocess import ImageInput, Preprocessor
+from medvl.encoders import PatchEncoder, VisionConfig, create_encoder, list_encoders
 
-__all__ = ["export_encoder", "load_encoder", "EXPORT_FORMAT"]
+__all__ = ["export_encoder", "load_encoder", "EXPORT_FORMAT", "ONNX_TOLERANCE"]
 
 EXPORT_FORMAT = "medvl-encoder/1"
+# Largest |onnxruntime - torch| accepted at export in fp32 (kernels differ in summation order).
+ONNX_TOLERANCE = 1e-3
+FORMATS = ("timm", "torchscript", "onnx")
+# Files an export may write besides config.json and README.md.
+_ARTEFACTS = ("model.safetensors", "projection.safetensors", "timm/model.safetensors", "model.torchscript.pt",
+              "model.onnx", "model.onnx.data")
 
 # Task hyper-parameters that describe the image encoder, as saved by every medvl task.
 _ENCODER_KEYS = ("vision_encoder", "img_size", "in_chans", "vision_kwargs")
+_RESIZE = "longest side to img_size (bilinear, antialiased), zero-pad to a centred square"
+_INTENSITY = ("DICOM modality LUT, VOI LUT/window, MONOCHROME1 inverted; scaled to [0, 1]; "
+              "colour folded to BT.601 luma for one-channel encoders")
 
 
 def _submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}
 
 
-def export_encoder(checkpoint: str | Path, out: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Write the image encoder of a medvl task checkpoint to ``out``.
+@dataclass
+class _Source:
+    """Everything an export needs, whatever it was read from."""
 
-    Args:
-        checkpoint: A Lightning checkpoint written by a medvl task.
-        out: Folder to create or overwrite.
-        extra: Extra JSON-serialisable entries for ``config.json`` (e.g. test metrics).
+    encoder: PatchEncoder
+    architecture: str | None = None  # registry name, when known
+    encoder_kwargs: dict[str, Any] | None = None
+    projection: dict[str, torch.Tensor] | None = None  # ProjectionHead state dict
+    projection_kind: str | None = None
+    embed_dim: int | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    origin: str = ""
 
-    Returns:
-        The export folder.
-    """
-    from safetensors.torch import save_file
 
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+# ------------------------------------------------------------------ reading sources
+def _preprocessing(
+    img_size: Any, in_chans: int, mean: Any = None, std: Any = None, window: Any = None
+) -> dict[str, Any]:
+    return {
+        "in_chans": in_chans,
+        "img_size": img_size,
+        "resize": _RESIZE,
+        "intensity": _INTENSITY,
+        "window": list(window) if isinstance(window, tuple) else window,
+        "pad_value": 0.0,
+        "mean": 0.0 if mean is None else mean,
+        "std": 1.0 if std is None else std,
+    }
+
+
+def _from_task_checkpoint(ckpt: dict[str, Any], where: str) -> _Source:
     hp = ckpt.get("hyper_parameters", {})
     missing = [k for k in _ENCODER_KEYS[:3] if k not in hp]
     if missing:
-        raise ValueError(f"{checkpoint}: not a medvl task checkpoint (hyper-parameters lack {missing})")
+        raise ValueError(f"{where}: not a medvl task checkpoint (hyper-parameters lack {missing})")
     state = ckpt["state_dict"]
-    encoder = _submodule_state(state, "visual.")
-    if not encoder:
-        raise ValueError(f"{checkpoint}: no 'visual.' weights in the state dict")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(encoder, str(out / "model.safetensors"), metadata={"format": EXPORT_FORMAT})
-    proj = _submodule_state(state, "image_proj.")
-    if proj:
-        save_file(proj, str(out / "projection.safetensors"), metadata={"format": EXPORT_FORMAT})
-    config = {
-        "format": EXPORT_FORMAT,
-        "architecture": hp["vision_encoder"],
-        "encoder_kwargs": {"img_size": hp["img_size"], "in_chans": hp["in_chans"], **(hp.get("vision_kwargs") or {})},
-        "embed_dim": hp.get("embed_dim"),
-        "projection": hp.get("projection") if proj else None,
-        "preprocessing": {
-            "in_chans": hp["in_chans"],
-            "img_size": hp["img_size"],
-            "resize": "longest side to img_size, zero-pad to square",
-            "intensity": "DICOM modality LUT, VOI LUT/window, MONOCHROME1 inverted; scaled to [0, 1]",
-            "mean": hp.get("image_mean", 0.0),
-            "std": hp.get("image_std", 1.0),
-        },
-        **(extra or {}),
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    weights = _submodule_state(state, "visual.")
+    if not weights:
+        raise ValueError(f"{where}: no 'visual.' weights in the state dict")
+    kwargs = {"img_size": hp["img_size"], "in_chans": hp["in_chans"], **(hp.get("vision_kwargs") or {})}
+    encoder = create_encoder(hp["vision_encoder"], **kwargs)
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{where}: 'visual.' weights do not fit {hp['vision_encoder']}: {err}") from err
+    proj = _submodule_state(state, "image_proj.") or None
+    return _Source(
+        encoder=encoder, architecture=hp["vision_encoder"], encoder_kwargs=kwargs, projection=proj,
+        projection_kind=hp.get("projection") if proj else None, embed_dim=hp.get("embed_dim") if proj else None,
+        preprocessing=_preprocessing(hp["img_size"], hp["in_chans"], hp.get("image_mean"), hp.get("image_std"),
+                                     hp.get("window")),
+        task=hp.get("_class_path"), origin="task checkpoint",
+    )
+
+
+def _from_export(folder: Path) -> _Source:
+    from safetensors.torch import load_file
+
+    cfg = _read_config(folder)
+    encoder = _build_from_config(cfg, folder)
+    proj_file = folder / "projection.safetensors"
+    proj = load_file(str(proj_file)) if proj_file.is_file() else None
+    return _Source(
+        encoder=encoder, architecture=cfg.get("architecture"), encoder_kwargs=cfg.get("encoder_kwargs"),
+        projection=proj, projection_kind=cfg.get("projection") if proj else None,
+        embed_dim=cfg.get("embed_dim") if proj else None, preprocessing=dict(cfg["preprocessing"]),
+        task=cfg.get("task"), origin="export folder",
+    )
+
+
+def _from_state_dict(path: Path, arch: str | None, kwargs: dict[str, Any]) -> _Source:
+    from medvl.encoders import interop
+
+    if not arch:
+        raise ValueError(
+            f"{path}: a plain state dict; pass arch= (a registry name, 'timm[:name]' or 'open_clip[:name]')"
+        )
+    kind, _, name = arch.partition(":")
+    proj = None
+    if kind == "timm":
+        encoder = interop.load_timm_vit(path, name=name or None, **kwargs)
+    elif kind == "open_clip":
+        encoder, head = interop.load_open_clip_visual(path, name=name or None, **kwargs)
+        if head is not None and not hasattr(head, "proj"):
+            raise ValueError(f"{path}: the open_clip projection has a bias; medvl's ProjectionHead has none")
+        proj = None if head is None else head.state_dict()
+    else:
+        state = interop.read_state_dict(path)
+        if any(k.startswith("visual.") for k in state):
+            state = _submodule_state(state, "visual.")
+        kwargs = {**_infer_size(arch, state, path, kwargs), **kwargs}
+        encoder = create_encoder(arch, **kwargs)
+        try:
+            encoder.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: weights do not fit {arch} {kwargs}: {err}") from err
+        return _Source(encoder=encoder, architecture=arch, encoder_kwargs=kwargs,
+                       preprocessing=_preprocessing(kwargs["img_size"], kwargs["in_chans"]), origin="state dict")
+    cfg = encoder.config
+    return _Source(encoder=encoder, projection=proj, projection_kind="linear" if proj else None,
+                   embed_dim=None if proj is None else proj["proj.weight"].shape[0],
+                   preprocessing=_preprocessing(cfg.img_size, cfg.in_chans), origin=f"{kind} state dict")
+
+
+def _infer_size(arch: str, state: dict[str, torch.Tensor], where: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``in_chans`` and ``img_size`` of a registry encoder from its weights' shapes."""
+    conv = state.get("patch_embed.proj.weight", state.get("patch_embed.proj.0.weight"))
+    if conv is None or "pos_embed" not in state:
+        raise ValueError(f"{where}: no 'patch_embed' / 'pos_embed' weights; not a medvl PatchEncoder state dict")
+    with torch.device("meta"):
+        ref = create_encoder(arch, **{**kwargs, "in_chans": conv.shape[1]})
+    n = state["pos_embed"].shape[1] - ref.num_prefix_tokens
+    dims = ref.config.spatial_dims
+    g = round(n ** (1 / dims))
+    if g**dims != n:
+        raise ValueError(f"{where}: {n} position embeddings do not form a square/cubic grid")
+    ps = ref.patch_embed.patch_size
+    sizes = [g * p for p in (ps if isinstance(ps, tuple) else (ps,) * dims)]
+    return {"img_size": sizes[0] if len(set(sizes)) == 1 else sizes, "in_chans": conv.shape[1]}
+
+
+def _read_source(source: Any, arch: str | None, kwargs: dict[str, Any]) -> _Source:
+    if isinstance(source, PatchEncoder):
+        cfg = source.config
+        pre = _preprocessing(cfg.img_size, cfg.in_chans)
+        return _Source(encoder=copy.deepcopy(source), preprocessing=pre, origin="module")  # the caller's stays put
+    path = Path(source)
+    if path.is_dir():
+        return _from_export(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file or export folder")
+    if path.suffix != ".safetensors":
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickle and zip errors share no base class
+            raise ValueError(f"{path}: cannot read as a checkpoint ({type(err).__name__}: {err})") from err
+        if isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt:
+            return _from_task_checkpoint(ckpt, str(path))
+    return _from_state_dict(path, arch, kwargs)
+
+
+# ------------------------------------------------------------------ architecture bookkeeping
+@functools.lru_cache(maxsize=1)
+def _registry_configs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Each registered vision variant's config, built on the meta device (no memory, no init)."""
+    out = {}
+    with torch.device("meta"):
+        for name in names:
+            enc = create_encoder(name)
+            if isinstance(enc, PatchEncoder):
+                out[name] = dataclasses.asdict(enc.config)
     return out
 
 
+def _closest_architecture(config: VisionConfig) -> tuple[str, dict[str, Any]]:
+    """The registered variant needing the fewest overrides to give ``config``, and those overrides."""
+    want = dataclasses.asdict(config)
+    best: tuple[int, str, dict[str, Any]] | None = None
+    for name, have in _registry_configs(tuple(list_encoders(kind="vision"))).items():
+        diff = {k: v for k, v in want.items() if have.get(k) != v}
+        if best is None or len(diff) < best[0]:
+            best = (len(diff), name, diff)
+    assert best is not None, "no vision encoder registered"
+    _, name, diff = best
+    kwargs = {"img_size": config.img_size, "in_chans": config.in_chans, **diff}
+    return name, {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return value
+
+
+# ------------------------------------------------------------------ graph exports
+class _Features(nn.Module):
+    """Normalised image ``(B, C, S, S)`` -> (pooled features ``(B, D)``, tokens ``(B, P + N, D)``)."""
+
+    def __init__(self, encoder: PatchEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.encoder.forward_features(image)  # (B, P + N, D)
+        return self.encoder.forward_head(tokens, pre_logits=True), tokens
+
+
+def _example(encoder: PatchEncoder, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    size = tuple(encoder.img_size)
+    return torch.randn(batch, encoder.in_chans, *size, generator=g)
+
+
+def _export_torchscript(module: _Features, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    check = _example(module.encoder, batch=example.shape[0] + 1, seed=1)  # another batch size
+    with warnings.catch_warnings():
+        # Shape checks become constants (the input size is fixed, the batch is not), and
+        # torch.jit is deprecated in favour of torch.export but still the format asked for.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.trace(module, example).save(str(path))
+        with torch.no_grad():
+            ref, got = module(check)[0], torch.jit.load(str(path))(check)[0]
+    return {"file": path.name, "inputs": ["image"], "outputs": ["features", "tokens"],
+            "max_abs_diff": float((ref - got).abs().max())}
+
+
+def _export_onnx(module: _Features, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    names = dict(input_names=["image"], output_names=["features", "tokens"])
+    # one self-contained file unless the weights pass protobuf's 2 GiB limit
+    external = sum(p.numel() * p.element_size() for p in module.parameters()) > 1_800_000_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated, and says so
+        try:
+            # The TorchScript-based exporter first: seconds where torch.export takes minutes on a ViT-L.
+            exporter = "torchscript"
+            axes = {n: {0: "batch"} for n in ("image", "features", "tokens")}
+            torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes, opset_version=17, **names)
+        except Exception:  # noqa: BLE001 - removed or failing: the torch.export-based exporter
+            exporter = "dynamo"
+            torch.onnx.export(module, (example,), str(path), dynamo=True, verbose=False, external_data=external,
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), **names)
+    import onnx
+
+    imports = onnx.load(str(path), load_external_data=False).opset_import
+    opset = next((o.version for o in imports if o.domain in ("", "ai.onnx")), None)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    check = _example(module.encoder, batch=example.shape[0] + 1, seed=1)  # another batch size: the axis is dynamic
+    with torch.no_grad():
+        ref = module(check)
+    got = session.run(None, {"image": check.numpy()})
+    diff = max(float((r - torch.from_numpy(g)).abs().max()) for r, g in zip(ref, got))
+    if not math.isfinite(diff) or diff > ONNX_TOLERANCE:
+        raise RuntimeError(f"{path}: onnxruntime differs from torch by {diff:.2e} (> {ONNX_TOLERANCE:g})")
+    return {"file": path.name, "inputs": ["image"], "outputs": ["features", "tokens"], "dynamic_axes": {"image": [0]},
+            "opset": opset, "exporter": exporter, "onnxruntime": ort.__version__, "max_abs_diff": diff}
+
+
+def _export_timm(encoder: PatchEncoder, out: Path) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    from medvl.encoders.interop import timm_export
+
+    state, spec = timm_export(encoder)
+    (out / "timm").mkdir(exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "timm" / "model.safetensors"),
+              metadata={"format": "timm"})
+    return {"file": "timm/model.safetensors", **spec}
+
+
+# ------------------------------------------------------------------ export
+def export_encoder(
+    checkpoint: str | Path | PatchEncoder,
+    out: str | Path,
+    *,
+    arch: str | None = None,
+    encoder_kwargs: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    formats: tuple[str, ...] | list[str] = FORMATS,
+    image_mean: float | list[float] | None = None,
+    image_std: float | list[float] | None = None,
+    window: tuple[float, float] | str | None = None,
+) -> Path:
+    """Writes the image encoder of ``checkpoint`` to ``out`` in every format.
+
+    Args:
+        checkpoint: A medvl task checkpoint (see the module docstring for the contract),
+            an export folder, an encoder state-dict file (with ``arch``), or a
+            :class:`PatchEncoder`.
+        out: Folder to create or overwrite.
+        arch: For a plain state-dict file: registry name, or ``"timm[:<timm name>]"`` /
+            ``"open_clip[:<model name>]"`` to convert foreign weights.
+        encoder_kwargs: For a plain state-dict file: keyword arguments of
+            ``create_encoder`` / :func:`~medvl.encoders.interop.load_timm_vit` /
+            :func:`~medvl.encoders.interop.load_open_clip_visual`, e.g. ``{"num_heads": 12}``
+            (head counts are not in the weights).
+        extra: JSON-serialisable entries for ``config.json``; ``test_metrics`` (or
+            ``metrics``) and ``training_data`` also go into the model card.
+        formats: Any of ``"timm"``, ``"torchscript"``, ``"onnx"`` (the safetensors
+            weights, config and card are always written).
+        image_mean: Normalisation mean, overriding the source's (default 0).
+        image_std: Normalisation std, overriding the source's (default 1).
+        window: DICOM window to record, overriding the source's (default: each file's).
+
+    Returns:
+        The export folder.
+
+    Raises:
+        ValueError: The source is unreadable or breaks the contract; the message names it.
+        RuntimeError: ONNX and onnxruntime disagree beyond ``ONNX_TOLERANCE``.
+    """
+    from safetensors.torch import save_file
+
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown export formats {sorted(unknown)}; expected some of {FORMATS}")
+    src = _read_source(checkpoint, arch, dict(encoder_kwargs or {}))
+    pre = src.preprocessing
+    for key, value in (("mean", image_mean), ("std", image_std), ("window", window)):
+        if value is not None:
+            pre[key] = list(value) if isinstance(value, tuple) else value
+    Preprocessor.from_config(pre)  # validates mean/std against the channels
+    encoder = src.encoder.cpu().eval()
+    if src.architecture is None:
+        src.architecture, src.encoder_kwargs = _closest_architecture(encoder.config)
+    from medvl.encoders.interop import _norm_flags, vision_config_dict
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in _ARTEFACTS:  # an earlier export into the same folder (the source is in memory by now)
+        (out / stale).unlink(missing_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": EXPORT_FORMAT})
+    if src.projection:
+        save_file({k: v.contiguous() for k, v in src.projection.items()}, str(out / "projection.safetensors"),
+                  metadata={"format": EXPORT_FORMAT})
+
+    config: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "architecture": src.architecture,
+        "encoder_kwargs": _json_ready(src.encoder_kwargs),
+        "vision_config": vision_config_dict(encoder.config),
+        "norms": _norm_flags(encoder),
+        "num_features": encoder.num_features,
+        "num_params": sum(p.numel() for p in encoder.parameters()),
+        "embed_dim": src.embed_dim,
+        "projection": src.projection_kind,
+        "task": src.task,
+        "source": src.origin,
+        "preprocessing": _json_ready(pre),
+        "inputs": "image (B, in_chans, img_size, img_size), normalised: (x - mean) / std of [0, 1] grey levels",
+    }
+    from medvl.kernels import use_fused
+
+    module = _Features(encoder).eval()
+    example = _example(encoder)
+    with use_fused(False), torch.no_grad():  # plain PyTorch ops only: no Triton kernel in a traced graph
+        if "timm" in formats:
+            try:
+                config["timm"] = _export_timm(encoder, out)
+            except ValueError as err:
+                config["timm"], config["timm_unavailable"] = None, str(err)
+        if "torchscript" in formats:
+            config["torchscript"] = _export_torchscript(module, example, out / "model.torchscript.pt")
+        if "onnx" in formats:
+            try:
+                config["onnx"] = _export_onnx(module, example, out / "model.onnx")
+            except ImportError as err:
+                config["onnx"], config["onnx_unavailable"] = None, f"{err.name} is not installed"
+    config.update(_json_ready(extra or {}))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "README.md").write_text(_model_card(config, extra or {}))
+    return out
+
+
+# ------------------------------------------------------------------ model card
+def _model_card(cfg: dict[str, Any], extra: dict[str, Any]) -> str:
+    vc, pre = cfg["vision_config"], cfg["preprocessing"]
+    norms = [n for n, on in cfg["norms"].items() if on]
+    arch = (f"Vision Transformer (`medvl.encoders.PatchEncoder`, closest registered variant `{cfg['architecture']}`): "
+            f"{vc['stem']} stem, patch {vc['patch_size']}, width {vc['embed_dim']}, depth {vc['depth']}, "
+            f"{vc['num_heads']} heads, MLP ratio {vc['mlp_ratio']}, "
+            f"{'class token' if vc['class_token'] else 'no class token'}, pooling `{vc['global_pool']}`"
+            f"{', extra norms: ' + ', '.join(norms) if norms else ''}.")
+    params = f"{cfg['num_params']:,}"
+    proj = (f"A `{cfg['projection']}` projection to the {cfg['embed_dim']}-d joint image-text space is in "
+            "`projection.safetensors`." if cfg.get("projection") else "No projection head is included.")
+    window = pre.get("window") or "each file's own VOI LUT / window"
+    lines = [
+        f"# medvl image encoder: {cfg['architecture']}",
+        "",
+        "## Architecture",
+        "",
+        arch,
+        "",
+        f"Parameters: {params}. Pooled feature width: {cfg['num_features']}. {proj}",
+        f"Trained by: `{cfg.get('task') or 'unknown task'}` (source: {cfg['source']}).",
+        "",
+        "## Preprocessing",
+        "",
+        f"- channels: {pre['in_chans']}; input size: {pre['img_size']} x {pre['img_size']}",
+        f"- intensity: {pre['intensity']}; window: {window}",
+        f"- resize: {pre['resize']}",
+        f"- normalisation: (x - {pre['mean']}) / {pre['std']}",
+        "",
+        "`medvl.load_encoder(folder).encode(x)` applies all of this to a DICOM/PNG path, a numpy array "
+        "or a tensor in [0, 1]. The TorchScript, ONNX and timm files expect the normalised tensor.",
+        "",
+        "## Intended use",
+        "",
+        "Research on medical vision-language models: feature extraction, linear probing and fine-tuning "
+        "on radiographs prepared as above. Not a medical device; not validated for clinical decisions. "
+        "Features reflect the training data below and inherit its biases.",
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "import medvl",
+        "encoder = medvl.load_encoder(\"<this folder>\")          # torch only",
+        "features = encoder.encode(\"image.dcm\")                 # (1, D)",
+        "```",
+        "",
+    ]
+    if cfg.get("timm"):
+        t = cfg["timm"]
+        kw = ", ".join(f"{k}={v!r}" for k, v in t["kwargs"].items())
+        lines += ["```python", "import timm",
+                  f"model = timm.create_model({t['arch']!r}, pretrained=True,",
+                  f"    pretrained_cfg_overlay=dict(file=\"<this folder>/{t['file']}\"), {kw})", "```", ""]
+    else:
+        lines += [f"No timm file: {cfg.get('timm_unavailable', 'not requested')}.", ""]
+    lines += ["```python", "import torch"]
+    if cfg.get("torchscript"):
+        lines += ["features, tokens = torch.jit.load(\"<this folder>/model.torchscript.pt\")(x)  # x normalised"]
+    lines += ["from safetensors.torch import load_file",
+              "state = load_file(\"<this folder>/model.safetensors\")", "```", ""]
+    if cfg.get("onnx"):
+        o = cfg["onnx"]
+        lines += [f"ONNX: `model.onnx` (opset {o['opset']}, dynamic batch), outputs `features`, `tokens`; "
+                  f"max |onnxruntime - torch| at export: {o['max_abs_diff']:.2e}.", ""]
+    lines += ["## Training data", ""]
+    data = extra.get("training_data")
+    lines += [str(data) if data else "Not recorded in the checkpoint; see the training recipe"
+              + (f" `{extra['source_config']}`." if extra.get("source_config") else "."), ""]
+    metrics = extra.get("test_metrics") or extra.get("metrics")
+    lines += ["## Metrics", ""]
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    else:
+        lines += ["None given at export."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ loading
+def _read_config(folder: Path) -> dict[str, Any]:
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json; not a medvl export folder")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{cfg_path}: unsupported export format {cfg.get('format')!r}")
+    return cfg
+
+
+def _build_from_config(cfg: dict[str, Any], folder: Path) -> PatchEncoder:
+    from safetensors.torch import load_file
+
+    from medvl.encoders.interop import build_patch_encoder
+
+    if "vision_config" in cfg:
+        encoder = build_patch_encoder(VisionConfig(**cfg["vision_config"]), **cfg.get("norms", {}))
+    else:  # exports written before vision_config was recorded
+        encoder = create_encoder(cfg["architecture"], **cfg["encoder_kwargs"])
+    try:
+        encoder.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except RuntimeError as err:
+        raise ValueError(f"{folder / 'model.safetensors'}: does not fit config.json: {err}") from err
+    return encoder
+
+
+def _encode(self: PatchEncoder, images: ImageInput) -> torch.Tensor:
+    """Preprocesses ``images`` (path, array, tensor or list) and returns pooled features ``(B, D)``."""
+    param = next(self.parameters())
+    x = self.preprocess(images).to(device=param.device, dtype=param.dtype)
+    with torch.no_grad():
+        return self.forward_head(self.forward_features(x), pre_logits=True)
+
+
 def load_encoder(path: str | Path, *, with_projection: bool = False) -> nn.Module | tuple[nn.Module, nn.Module]:
-    """Load an exported encoder (and optionally its image projection) in eval mode.
+    """Loads an exported encoder (and optionally its image projection) in eval mode.
+
+    The encoder carries its preprocessing: ``encoder.pretrained_cfg`` (the
+    ``preprocessing`` entry of ``config.json``), ``encoder.preprocess(images)`` (->
+    normalised batch) and ``encoder.encode(images)`` (-> pooled features ``(B, D)``),
+    where ``images`` is a DICOM/PNG/JPEG path, a numpy array ``(H, W)``/``(C, H, W)``
+    in [0, 1], a tensor ``(B, C, H, W)`` in [0, 1], or a list of those.
 
     Args:
         path: An export folder written by :func:`export_encoder`.
-        with_projection: Also return the contrastive projection head.
+        with_projection: Also return the projection head into the joint space.
+
+    Returns:
+        The encoder, or ``(encoder, projection)``.
     """
     from safetensors.torch import load_file
 
     from medvl.heads import ProjectionHead
 
     path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{path}: no config.json; not a medvl export folder")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{cfg_path}: unsupported export format {cfg.get('format')!r}")
-    encoder = create_encoder(cfg["architecture"], **cfg["encoder_kwargs"])
-    encoder.load_state_dict(load_file(str(path / "model.safetensors")))
+    cfg = _read_config(path)
+    encoder = _build_from_config(cfg, path)
     encoder.pretrained_cfg = cfg["preprocessing"]
+    if encoder.config.spatial_dims == 2:
+        encoder.preprocess = Preprocessor.from_config(cfg["preprocessing"])
+        encoder.encode = types.MethodType(_encode, encoder)
     encoder.eval()
     if not with_projection:
         return encoder
-    proj_state = load_file(str(path / "projection.safetensors"))
-    head = ProjectionHead(encoder.num_features, cfg["embed_dim"], cfg["projection"])
-    head.load_state_dict(proj_state)
+    proj_file = path / "projection.safetensors"
+    if not proj_file.is_file():
+        raise FileNotFoundError(f"{path}: no projection.safetensors; this export has no projection head")
+    head = ProjectionHead(encoder.num_features, cfg["embed_dim"], cfg["projection"] or "linear")
+    head.load_state_dict(load_file(str(proj_file)))
     return encoder, head.eval()
