@@ -6,6 +6,7 @@ The public API needs torch only; the Lightning tasks live in :mod:`medvl.models`
 
 from medvl.encoders import create_encoder, is_encoder, list_encoders, register_encoder
 from medvl.export import export_encoder, load_encoder
+from medvl.kernels import set_fused
 
 __version__ = "0.1.0"
 
@@ -16,5 +17,6 @@ __all__ = [
     "register_encoder",
     "export_encoder",
     "load_encoder",
+    "set_fused",
     "__version__",
 ]

@@ -28,7 +28,8 @@ Lightning commands (LightningCLI; `medvl <command> --help` for all options):
 medvl commands:
   synth      write the synthetic phantom DICOM dataset (reports, labels, VQA, splits)
   prepare    build a memory-mapped preprocessed cache, or de-identified DICOM copies
-  export     write a checkpoint's image encoder as safetensors + config.json
+  export     write a checkpoint's image encoder (safetensors, timm, TorchScript, ONNX)
+  eval       score files: medvl eval reports --pred FILE --ref FILE [--out DIR]
   demo       synthesise if needed, fit, test and export one recipe end to end
 """
 
@@ -116,12 +117,27 @@ def _prepare(argv: list[str]) -> int:
 
 def _export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="medvl export", description="Export a task checkpoint's image encoder.")
-    p.add_argument("checkpoint", help="Lightning checkpoint written by a medvl task")
+    p.add_argument("checkpoint", help="checkpoint of any medvl task, an export folder, or an encoder state dict")
     p.add_argument("--out", required=True, help="export folder")
+    p.add_argument("--arch", default=None,
+                   help="for a plain state-dict file: registry name, 'timm[:<timm name>]' or 'open_clip[:<model>]'")
+    p.add_argument("--num-heads", type=int, default=None,
+                   help="attention heads of a foreign state dict (head counts are not stored in weights)")
+    p.add_argument("--formats", default="timm,torchscript,onnx",
+                   help="comma-separated extra formats among timm, torchscript, onnx (default: %(default)s; "
+                        "safetensors + config.json + README.md are always written)")
+    p.add_argument("--window", default=None, help="DICOM window to record: a preset name or 'center,width'")
     a = p.parse_args(argv)
     from medvl.export import export_encoder
 
-    print(f"encoder exported to {export_encoder(a.checkpoint, a.out)}")
+    formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
+    kwargs = {"num_heads": a.num_heads} if a.num_heads else None
+    window: str | tuple[float, float] | None = a.window
+    if a.window and "," in a.window:
+        c, w = a.window.split(",", 1)
+        window = (float(c), float(w))
+    out = export_encoder(a.checkpoint, a.out, arch=a.arch, encoder_kwargs=kwargs, formats=formats, window=window)
+    print(f"encoder exported to {out}/: {', '.join(sorted(p.name for p in Path(out).iterdir()))}")
     return 0
 
 
@@ -144,14 +160,27 @@ def _demo(argv: list[str]) -> int:
     out = Path(a.export or Path("exports") / Path(a.config).stem)
     export_encoder(ckpt, out, extra={"test_metrics": metrics, "source_config": a.config})
     print(f"checkpoint: {ckpt}")
-    print(f"encoder weights and config exported to {out}/ (model.safetensors, projection.safetensors, config.json)")
+    print(f"encoder exported to {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
     print(f"training took {t_fit:.0f} s; the whole demo {time.perf_counter() - t0:.0f} s")
     if "test/auroc_mean" in metrics:
         print(f"mean zero-shot AUROC (test split): {metrics['test/auroc_mean']:.4f}")
     return 0
 
 
-COMMANDS = {"synth": _synth, "prepare": _prepare, "export": _export, "demo": _demo}
+def _eval(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: medvl eval reports --pred FILE --ref FILE [--out DIR]\n\n"
+              "  reports    NLG (BLEU, METEOR, ROUGE-L, CIDEr-D) and clinical efficacy with bootstrap 95% CIs")
+        return 0
+    if argv[0] == "reports":
+        from medvl.metrics.report_eval import main_eval_reports
+
+        return main_eval_reports(argv[1:])
+    print(f"medvl eval: unknown target {argv[0]!r} (expected: reports)", file=sys.stderr)
+    return 2
+
+
+COMMANDS = {"synth": _synth, "prepare": _prepare, "export": _export, "eval": _eval, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

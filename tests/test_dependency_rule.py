@@ -23,6 +23,13 @@ LOWER = [
     "medvl.heads.report_decoder",
     "medvl.heads.generation",
     "medvl.export",
+    "medvl._preprocess",
+    "medvl.encoders.interop",
+    "medvl.data.series",
+    "medvl.data.monai_reader",
+    "medvl.metrics.nlg",
+    "medvl.metrics.clinical",
+    "medvl.metrics.report_eval",
 ]
 
 # One fresh interpreter imports the lower packages one by one and reports the first

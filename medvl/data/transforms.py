@@ -34,7 +34,7 @@ from monai.transforms import (
     Transform,
 )
 
-from medvl.data.dicom import read_image
+from medvl.data.dicom import read_image, resolve_window
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -64,7 +64,8 @@ class LoadMedicalImage(Transform):
     puts the frames on the channel axis.
 
     Args:
-        window: ``(center, width)`` overriding the DICOM file's own window.
+        window: ``(center, width)`` or a preset name (:data:`~medvl.data.dicom.WINDOW_PRESETS`)
+            overriding the DICOM file's own window.
         grayscale: Fold colour images into one luma channel.
         reader_kwargs: Extra keyword arguments for :func:`~medvl.data.dicom.read_image`
             (``all_frames``, ``max_pixels``).
@@ -72,11 +73,11 @@ class LoadMedicalImage(Transform):
 
     def __init__(
         self,
-        window: tuple[float, float] | None = None,
+        window: tuple[float, float] | str | None = None,
         grayscale: bool = True,
         reader_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        self.window = None if window is None else (float(window[0]), float(window[1]))
+        self.window = resolve_window(window)
         self.grayscale = grayscale
         self.reader_kwargs = dict(reader_kwargs or {})
 
@@ -112,7 +113,8 @@ class LoadMedicalImaged(MapTransform):
 
     Args:
         keys: Keys holding file paths.
-        window: ``(center, width)`` overriding the DICOM file's own window.
+        window: ``(center, width)`` or a preset name (:data:`~medvl.data.dicom.WINDOW_PRESETS`)
+            overriding the DICOM file's own window.
         reader_kwargs: Extra keyword arguments for :func:`~medvl.data.dicom.read_image`.
         grayscale: Fold colour images into one luma channel.
         meta_key_postfix: Suffix of the meta key, or None to store no meta.
@@ -122,7 +124,7 @@ class LoadMedicalImaged(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = ("image",),
-        window: tuple[float, float] | None = None,
+        window: tuple[float, float] | str | None = None,
         reader_kwargs: Mapping[str, Any] | None = None,
         grayscale: bool = True,
         meta_key_postfix: str | None = "meta",
@@ -293,7 +295,7 @@ def build_image_transforms(
     size: int,
     *,
     train: bool,
-    window: tuple[float, float] | None = None,
+    window: tuple[float, float] | str | None = None,
     key: str = "image",
     augmentation: A.BaseCompose | None = None,
     keep_meta: bool = False,
@@ -303,7 +305,7 @@ def build_image_transforms(
     Args:
         size: Side of the square output.
         train: Add augmentation (``augmentation`` or :func:`default_train_augmentation`).
-        window: ``(center, width)`` overriding the DICOM files' own window.
+        window: ``(center, width)`` or a preset name overriding the DICOM files' own window.
         key: Sample key holding the image path.
         augmentation: Albumentations pipeline to use instead of the default.
         keep_meta: Store the reader's meta under ``f"{key}_meta"`` (it holds

@@ -12,6 +12,7 @@ from medvl.encoders.registry import (
     list_encoders,
     register_encoder,
 )
+from medvl.encoders.interop import load_open_clip_visual, load_timm_vit
 from medvl.encoders.vision import PatchEncoder, VisionConfig
 
 try:  # text encoders register themselves on import
@@ -27,5 +28,7 @@ __all__ = [
     "encoder_kind",
     "is_encoder",
     "list_encoders",
+    "load_open_clip_visual",
+    "load_timm_vit",
     "register_encoder",
 ]

@@ -24,9 +24,9 @@ containers and located by their parameter names, whatever prefix they carry
 one-channel encoder by summing the RGB filters of the first convolution, as timm's
 ``adapt_input_conv`` does.
 
-``VisionConfig`` has no field yet for the pre-norm and the after-pool norm, so
-encoders that need them are :class:`CompatPatchEncoder`, a ``PatchEncoder`` subclass
-adding exactly those two modules (``norm_pre``, ``fc_norm``, timm's names).
+The pre-norm and the after-pool norm are ``VisionConfig`` fields (``pre_norm``,
+``fc_norm``; modules ``norm_pre`` and ``fc_norm``, timm's names), so a converted
+encoder is a plain ``PatchEncoder`` that round-trips through ``config.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from medvl.encoders.vision import PatchEncoder, VisionConfig
 from medvl.layers import PatchEmbed, resample_abs_pos_embed
 
 __all__ = [
-    "CompatPatchEncoder",
     "adapt_input_conv",
     "build_patch_encoder",
     "load_open_clip_visual",
@@ -152,48 +151,20 @@ def _first_conv_key(state: Mapping[str, torch.Tensor]) -> str:
 
 
 # ------------------------------------------------------------------ encoder
-class CompatPatchEncoder(PatchEncoder):
-    """``PatchEncoder`` with timm's two optional norm placements.
-
-    Args:
-        config: Hyper-parameters, as for :class:`PatchEncoder`.
-        pre_norm: LayerNorm on the tokens after the position embedding, before the
-            blocks (CLIP's ``ln_pre``; timm's ``pre_norm=True``, module ``norm_pre``).
-        fc_norm: Final LayerNorm on the pooled feature instead of on every token
-            (timm's ``fc_norm``, the default of its mean-pooled ViTs; open_clip's
-            ``final_ln_after_pool``). ``norm`` becomes an identity.
-        **overrides: Fields replacing those of ``config``.
-    """
-
-    def __init__(
-        self, config: VisionConfig | None = None, *, pre_norm: bool = False, fc_norm: bool = False, **overrides: Any
-    ) -> None:
-        super().__init__(config, **overrides)
-        D, eps = self.embed_dim, self.config.norm_eps
-        self.pre_norm, self.use_fc_norm = pre_norm, fc_norm
-        self.norm_pre = nn.LayerNorm(D, eps=eps) if pre_norm else nn.Identity()
-        if fc_norm:
-            self.norm = nn.Identity()
-        self.fc_norm = nn.LayerNorm(D, eps=eps) if fc_norm else nn.Identity()
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm_pre(super()._embed(x))  # (B, P + N, D); per-token, so order with patch dropout is free
-
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Pools ``(B, P + N, D)`` to ``(B, D)`` and applies ``fc_norm``."""
-        return self.fc_norm(super().pool(x))
-
-
 def build_patch_encoder(config: VisionConfig, *, pre_norm: bool = False, fc_norm: bool = False) -> PatchEncoder:
-    """A ``PatchEncoder``, or a :class:`CompatPatchEncoder` when either extra norm is asked for."""
+    """A ``PatchEncoder`` of ``config`` with the extra norms switched on where asked.
+
+    ``pre_norm``/``fc_norm`` are also fields of :class:`VisionConfig`; the keywords keep
+    ``config.json`` files written before they were (with a separate ``norms`` entry) loading.
+    """
     if pre_norm or fc_norm:
-        return CompatPatchEncoder(config, pre_norm=pre_norm, fc_norm=fc_norm)
+        config = dataclasses.replace(config, pre_norm=config.pre_norm or pre_norm, fc_norm=config.fc_norm or fc_norm)
     return PatchEncoder(config)
 
 
 def _norm_flags(encoder: nn.Module) -> dict[str, bool]:
-    return {"pre_norm": bool(getattr(encoder, "pre_norm", False)),
-            "fc_norm": bool(getattr(encoder, "use_fc_norm", False))}
+    cfg = getattr(encoder, "config", None)
+    return {"pre_norm": bool(getattr(cfg, "pre_norm", False)), "fc_norm": bool(getattr(cfg, "fc_norm", False))}
 
 
 def _heads(width: int, name: str | None, table: dict[str, int], sep: str) -> int:
@@ -470,7 +441,7 @@ def timm_export(encoder: PatchEncoder) -> tuple[dict[str, torch.Tensor], dict[st
     """The encoder as a timm ``VisionTransformer`` state dict and the ``create_model`` call that loads it.
 
     Args:
-        encoder: A 2-D patchify-stem :class:`PatchEncoder` (or :class:`CompatPatchEncoder`).
+        encoder: A 2-D patchify-stem :class:`PatchEncoder`.
 
     Returns:
         ``(state_dict, {"arch": name, "kwargs": {...}})``: ``timm.create_model(arch,

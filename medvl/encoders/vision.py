@@ -66,6 +66,8 @@ class VisionConfig:
     patch_dropout_mode: Literal["random", "background"] = "random"  # "background": drop empty border/air patches first
     init_values: float | None = None  # LayerScale init (e.g. 1e-5); None disables LayerScale
     norm_eps: float = 1e-6  # LayerNorm epsilon used by timm/big_vision ViTs
+    pre_norm: bool = False  # LayerNorm before the blocks (CLIP's ln_pre, timm's norm_pre); for CLIP towers
+    fc_norm: bool = False  # final LayerNorm on the pooled feature instead of every token (timm's mean-pool ViTs)
     num_classes: int = 0  # >0 adds a linear head (probing/fine-tuning); 0 returns pooled features
 
     def __post_init__(self) -> None:
@@ -191,7 +193,9 @@ class PatchEncoder(nn.Module):
                 for i in range(config.depth)
             ]
         )
-        self.norm = norm_layer(D)
+        self.norm_pre = norm_layer(D) if config.pre_norm else nn.Identity()
+        self.norm = nn.Identity() if config.fc_norm else norm_layer(D)
+        self.fc_norm = norm_layer(D) if config.fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(config.drop_rate)
         self.head = nn.Linear(D, config.num_classes) if config.num_classes > 0 else nn.Identity()
         self.init_weights()
@@ -301,7 +305,8 @@ class PatchEncoder(nn.Module):
         else:
             tokens = self.patch_embed(x)  # (B, N, D)
             tokens = self._pos_embed(tokens, grid)  # (B, P + N, D)
-        return self._patch_dropout(tokens, x)  # (B, P + N', D), N' <= N in training
+        # norm_pre is per-token, so applying it after patch dropout changes nothing but the cost
+        return self.norm_pre(self._patch_dropout(tokens, x))  # (B, P + N', D), N' <= N in training
 
     def _fused_patch_embed(self, x: torch.Tensor) -> bool:
         """The Triton patch GEMM + bias + position add applies: plain 2-D patchify stem, eager."""
@@ -350,10 +355,10 @@ class PatchEncoder(nn.Module):
         return self.norm(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Pools tokens ``(B, P + N, D)`` to ``(B, D)``: class token, or mean of patch tokens."""
+        """Pools tokens ``(B, P + N, D)`` to ``(B, D)``: class token, or mean of patch tokens (then ``fc_norm``)."""
         if self.global_pool == "avg":
-            return x[:, self.num_prefix_tokens :].mean(dim=1)
-        return x[:, 0]
+            return self.fc_norm(x[:, self.num_prefix_tokens :].mean(dim=1))
+        return self.fc_norm(x[:, 0])
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pools tokens and applies the head.

@@ -87,7 +87,7 @@ class TransformerReportDecoder(nn.Module):
         x = self.embed(input_ids) * math.sqrt(self.embed.embedding_dim) + self.pos[:, :T]
         if self.memory is not None:
             x = self.memory(x)
-        causal = nn.Transformer.generate_square_subsequent_mask(T, device=x.device, dtype=x.dtype)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # True: may not attend
         pad = None if attention_mask is None else attention_mask == 0
         x = self.layers(x, visual, tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=pad)
         return F.linear(self.norm(x), self.embed.weight)  # (B, T, V), tied output layer

@@ -1,7 +1,12 @@
-"""Evaluation metrics: retrieval, ROC/AUROC, zero-shot classification.
+"""Evaluation metrics: retrieval, ROC/AUROC, zero-shot classification, report generation.
 
+Report-generation metrics (COCO-convention NLG scores, the CheXpert-style labeler and
+clinical efficacy, bootstrap confidence intervals) load on first attribute access.
 Torch/NumPy only: nothing here imports Lightning.
 """
+
+import importlib
+from typing import Any
 
 from medvl.metrics.classification import binary_auroc, multilabel_auroc, roc_curve
 from medvl.metrics.retrieval import retrieval_ranks, retrieval_recall_at_k
@@ -21,3 +26,28 @@ try:  # zero-shot helpers live in zeroshot.py (written separately)
 except ModuleNotFoundError as err:  # pragma: no cover - only while zeroshot.py is absent
     if err.name != "medvl.metrics.zeroshot":
         raise
+
+_LAZY: dict[str, str] = {
+    "compute_nlg": "medvl.metrics.nlg",
+    "nlg_per_sample": "medvl.metrics.nlg",
+    "ptb_tokenize": "medvl.metrics.nlg",
+    "CHEXPERT_LABELS": "medvl.metrics.clinical",
+    "label_reports": "medvl.metrics.clinical",
+    "clinical_efficacy": "medvl.metrics.clinical",
+    "bootstrap_ci": "medvl.metrics.bootstrap",
+    "evaluate_report_files": "medvl.metrics.report_eval",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the report-generation metrics on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

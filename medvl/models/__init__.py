@@ -2,5 +2,6 @@
 
 from medvl.models.contrastive import ContrastivePretraining
 from medvl.models.probe import Classifier
+from medvl.models.report import ReportGeneration
 
-__all__ = ["Classifier", "ContrastivePretraining"]
+__all__ = ["Classifier", "ContrastivePretraining", "ReportGeneration"]

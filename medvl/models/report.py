@@ -25,6 +25,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from medvl.data.labels import CHEXPERT_LABELS
 from medvl.data.vocab import WordTokenizer
 from medvl.encoders import create_encoder
 from medvl.heads import generation
@@ -108,6 +109,10 @@ class ReportGeneration(L.LightningModule):
         top_p: Sampling nucleus mass (1: off).
         max_eval_batches: Generate for at most this many batches per validation epoch
             (decoding is the slow part); None: all. The test always uses everything.
+        ce_observations: CheXpert observation names the clinical-efficacy macro averages
+            run over (micro too); None: all 14, the convention of MIMIC-CXR papers. A
+            dataset that never mentions some observations (the synthetic one has seven)
+            should list the ones it has, or their F1 of 0 caps the macro average.
     """
 
     def __init__(
@@ -141,10 +146,14 @@ class ReportGeneration(L.LightningModule):
         top_k: int = 0,
         top_p: float = 1.0,
         max_eval_batches: int | None = None,
+        ce_observations: list[str] | None = None,
     ) -> None:
         super().__init__()
         if decoder == "prefix_lm" and not lm_path:
             raise ValueError("decoder='prefix_lm' needs lm_path (a local Hugging Face causal LM folder)")
+        unknown = sorted(set(ce_observations or ()) - set(CHEXPERT_LABELS))
+        if unknown:
+            raise ValueError(f"ce_observations: unknown {unknown}; known: {list(CHEXPERT_LABELS)}")
         self.save_hyperparameters()
         weights = None
         if pretrained is not None:
@@ -334,7 +343,7 @@ class ReportGeneration(L.LightningModule):
         from medvl.metrics.nlg import compute_nlg
 
         hyps, refs = [r["generated"] for r in rows], [r["reference"] for r in rows]
-        metrics = {**compute_nlg(hyps, refs), **clinical_efficacy(hyps, refs)}
+        metrics = {**compute_nlg(hyps, refs), **clinical_efficacy(hyps, refs, self.hparams.ce_observations)}
         metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", v, rank_zero_only=True)

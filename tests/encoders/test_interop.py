@@ -7,7 +7,6 @@ import torch
 
 from medvl.encoders import PatchEncoder
 from medvl.encoders.interop import (
-    CompatPatchEncoder,
     adapt_input_conv,
     load_open_clip_visual,
     load_timm_vit,
@@ -50,22 +49,23 @@ def _features(model, x):
 
 
 TIMM_CASES = [
-    # (timm kwargs, load_timm_vit kwargs, file layout, medvl class)
-    (dict(), dict(), "safetensors", PatchEncoder),
-    (dict(class_token=False, global_pool="avg"), dict(), "nested", CompatPatchEncoder),  # fc_norm
-    (dict(global_pool="avg", fc_norm=False), dict(global_pool="avg"), "prefixed", PatchEncoder),
+    # (timm kwargs, load_timm_vit kwargs, file layout, expected (pre_norm, fc_norm))
+    (dict(), dict(), "safetensors", (False, False)),
+    (dict(class_token=False, global_pool="avg"), dict(), "nested", (False, True)),  # fc_norm
+    (dict(global_pool="avg", fc_norm=False), dict(global_pool="avg"), "prefixed", (False, False)),
     (dict(pre_norm=True, init_values=0.1, no_embed_class=True, qkv_bias=False), dict(), "safetensors",
-     CompatPatchEncoder),
+     (True, False)),
 ]
 
 
-@pytest.mark.parametrize("timm_kw,load_kw,layout,cls", TIMM_CASES, ids=["token", "gap_fc_norm", "avg", "clip_like"])
-def test_timm_parity(tmp_path, timm_kw, load_kw, layout, cls):
+@pytest.mark.parametrize("timm_kw,load_kw,layout,norms", TIMM_CASES, ids=["token", "gap_fc_norm", "avg", "clip_like"])
+def test_timm_parity(tmp_path, timm_kw, load_kw, layout, norms):
     ref = _randomise(timm.create_model("vit_small_patch16_224", pretrained=False, in_chans=3, num_classes=0,
                                        **TINY, **timm_kw))
     path = _save(ref.state_dict(), tmp_path / "vit", layout)
     enc = load_timm_vit(path, num_heads=2, **load_kw)
-    assert type(enc) is cls and not enc.training
+    assert type(enc) is PatchEncoder and not enc.training
+    assert (enc.config.pre_norm, enc.config.fc_norm) == norms
     assert (enc.config.embed_dim, enc.config.depth, enc.config.in_chans, enc.img_size) == (64, 2, 3, (32, 32))
     x = torch.randn(2, 3, 32, 32)
     (t_ref, p_ref), (t_got, p_got) = _features(ref, x), _features(enc, x)
@@ -125,7 +125,7 @@ def test_open_clip_parity(tmp_path, vision, load_kw):
     model = _open_clip_model(**vision)
     path = _save(model.state_dict(), tmp_path / "clip", "nested")  # whole CLIP: the text tower is ignored
     enc, proj = load_open_clip_visual(path, **load_kw)
-    assert isinstance(enc, CompatPatchEncoder) and enc.pre_norm  # ln_pre
+    assert type(enc) is PatchEncoder and enc.config.pre_norm  # ln_pre
     assert enc.config.num_heads == 1  # open_clip: width // head_width 64
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
