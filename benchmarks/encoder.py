@@ -5,7 +5,9 @@ Both encoders have the identical configuration and start from the identical weig
 names), so they compute the same function. Every configuration -- {medvl, timm} x
 {eager, torch.compile} x {fp32, bf16 autocast} -- runs in its own fresh subprocess, so
 peak memory (the process's peak resident set above its baseline on CPU, the allocator
-peak on GPU) is not polluted by the others. A step is forward + backward + AdamW step
+peak on GPU) is not polluted by the others. Compiled configurations use
+``--compile-mode`` (default ``max-autotune-no-cudagraphs``: on the CPU, inductor's GEMM
+templates with fused epilogues, medvl's CPU fast path), timm's and medvl's alike. A step is forward + backward + AdamW step
 on a feature-regression loss.
 
 The script first checks the numerics: medvl's and timm's features on the same batch
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -64,7 +67,7 @@ def worker(cfg: dict) -> dict:
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     model = _build(cfg["impl"], cfg["arch"], cfg["img"]).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    step_fn = torch.compile(model) if cfg["compile"] else model
+    step_fn = torch.compile(model, mode=cfg["compile_mode"]) if cfg["compile"] else model
     g = torch.Generator().manual_seed(1)
     x = torch.randn(cfg["batch"], 1, cfg["img"], cfg["img"], generator=g).to(device)
     target = torch.randn(cfg["batch"], model.num_features, generator=g).to(device)
@@ -119,7 +122,11 @@ def main() -> None:
     p.add_argument("--arch", default="vit_small_patch16", choices=sorted(TIMM_NAMES))
     p.add_argument("--img", type=int, default=112)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per configuration and round")
+    p.add_argument("--repeats", type=int, default=3, help="rounds over all configurations (median reported)")
+    p.add_argument("--compile-mode", default="max-autotune-no-cudagraphs",
+                   help="torch.compile mode of the compiled configurations, timm's and medvl's alike "
+                        "(default: %(default)s, medvl's CPU fast path; 'default' for the plain mode)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -134,7 +141,7 @@ def main() -> None:
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"{a.arch} (timm: {TIMM_NAMES[a.arch]}), 1x{a.img}x{a.img}, batch {a.batch}, device {device}, "
-          f"{a.threads} threads, torch {torch.__version__}")
+          f"{a.threads} threads, torch {torch.__version__}, compile mode {a.compile_mode}")
     print(f"numerics: max |medvl - timm| on the same weights and batch (fp32) = {_numerics(a.arch, a.img):.2e}")
 
     configs = []
@@ -150,28 +157,41 @@ def main() -> None:
         keep = set(a.only.split(","))
         configs = [c for c in configs if c["label"] in keep]
 
+    # Rounds run every configuration once, in turn, so drift of a shared machine (frequency,
+    # neighbours) hits all of them alike; the table reports each one's median round.
+    runs: dict[str, list[dict]] = {c["label"]: [] for c in configs}
+    for round_ in range(a.repeats):
+        print(f"round {round_ + 1}/{a.repeats}", flush=True)
+        for c in configs:
+            cfg = {**c, "arch": a.arch, "img": a.img, "batch": a.batch, "steps": a.steps, "warmup": a.warmup,
+                   "threads": a.threads, "device": device,
+                   "compile_mode": None if a.compile_mode == "default" else a.compile_mode}
+            env = {**os.environ, "MEDVL_FUSED": c["fused"]}
+            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
+                                  capture_output=True, text=True)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(f"{c['label']}: failed\n{proc.stderr[-2000:]}")
+                continue
+            r = json.loads(line[-1][len("RESULT "):])
+            runs[c["label"]].append(r)
+            print(f"  {c['label']:<32} {r['images_per_s']:8.2f} img/s  peak {r['peak_mb']:8.0f} MB  "
+                  f"first loss {r['first_loss']:.6f}  first step {r['first_step_s']:.1f} s", flush=True)
     results = {}
-    for c in configs:
-        cfg = {**c, "arch": a.arch, "img": a.img, "batch": a.batch, "steps": a.steps, "warmup": a.warmup,
-               "threads": a.threads, "device": device}
-        env = {**os.environ, "MEDVL_FUSED": c["fused"]}
-        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
-                              capture_output=True, text=True)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not line:
-            print(f"{c['label']}: failed\n{proc.stderr[-2000:]}")
-            continue
-        results[c["label"]] = json.loads(line[-1][len("RESULT "):])
-        r = results[c["label"]]
-        print(f"  {c['label']:<32} {r['images_per_s']:8.2f} img/s  peak {r['peak_mb']:8.0f} MB  "
-              f"first loss {r['first_loss']:.6f}  first step {r['first_step_s']:.1f} s", flush=True)
+    for label, rs in runs.items():
+        if rs:
+            speeds = sorted(r["images_per_s"] for r in rs)
+            results[label] = {"images_per_s": statistics.median(speeds), "min": speeds[0], "max": speeds[-1],
+                              "peak_mb": max(r["peak_mb"] for r in rs)}
 
-    print(f"\n{'configuration':<32} {'img/s':>8} {'peak MB':>9} {'vs timm eager (same dtype)':>28}")
+    print(f"\nmedian of {a.repeats} rounds (min-max in brackets)")
+    print(f"{'configuration':<32} {'img/s':>8} {'range':>15} {'peak MB':>9} {'vs timm eager (same dtype)':>28}")
     for label, r in results.items():
         dtype = "bf16" if "bf16" in label else "fp32"
         base = results.get(f"timm-eager-{dtype}")
         ratio = f"{r['images_per_s'] / base['images_per_s']:.2f}x speed, {r['peak_mb'] / max(base['peak_mb'], 1):.2f}x mem" if base else "-"
-        print(f"{label:<32} {r['images_per_s']:8.2f} {r['peak_mb']:9.0f} {ratio:>28}")
+        span = f"[{r['min']:.1f}-{r['max']:.1f}]"
+        print(f"{label:<32} {r['images_per_s']:8.2f} {span:>15} {r['peak_mb']:9.0f} {ratio:>28}")
     for dtype in ("fp32", "bf16"):
         fast, base = results.get(f"medvl-compile-{dtype}"), results.get(f"timm-eager-{dtype}")
         if fast and base:

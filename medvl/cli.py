@@ -132,10 +132,12 @@ def _export(argv: list[str]) -> int:
 
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
     kwargs = {"num_heads": a.num_heads} if a.num_heads else None
-    window: str | tuple[float, float] | None = a.window
-    if a.window and "," in a.window:
-        c, w = a.window.split(",", 1)
-        window = (float(c), float(w))
+    from medvl.data.dicom import resolve_window
+
+    try:  # a preset is recorded as its numbers, so the export needs no table to be read
+        window = resolve_window(tuple(a.window.split(",")) if "," in a.window else a.window) if a.window else None
+    except ValueError as err:
+        p.error(f"--window: {err}")
     out = export_encoder(a.checkpoint, a.out, arch=a.arch, encoder_kwargs=kwargs, formats=formats, window=window)
     print(f"encoder exported to {out}/: {', '.join(sorted(p.name for p in Path(out).iterdir()))}")
     return 0

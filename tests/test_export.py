@@ -14,6 +14,7 @@ import torch
 
 import medvl
 from medvl._preprocess import Preprocessor, resize_longest_pad
+from medvl.data.dicom import WINDOW_PRESETS
 from medvl.encoders import create_encoder
 from medvl.export import export_encoder, load_encoder
 
@@ -233,10 +234,16 @@ def test_timm_state_dict_round_trip(tmp_path):
                             embed_dim=64, depth=2, num_heads=2, class_token=False, global_pool="avg").eval()
     src = tmp_path / "timm_vit.pth"
     torch.save(ref.state_dict(), src)
-    # heads are not in the weights: 2, where width // 64 would say 1
-    out = export_encoder(src, tmp_path / "out", arch="timm", encoder_kwargs={"num_heads": 2}, formats=("timm",))
+    # heads are not in the weights: 2, where width // 64 would say 1; through the command line
+    from medvl.cli import main
+
+    out = tmp_path / "out"
+    assert main(["export", str(src), "--out", str(out), "--arch", "timm", "--num-heads", "2", "--formats", "timm",
+                 "--window", "lung"]) == 0
+    assert not (out / "model.onnx").exists() and not (out / "model.torchscript.pt").exists()
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["source"] == "timm state dict" and cfg["norms"]["fc_norm"]
+    assert cfg["source"] == "timm state dict" and cfg["norms"]["fc_norm"] and cfg["vision_config"]["fc_norm"]
+    assert cfg["preprocessing"]["window"] == list(WINDOW_PRESETS["lung"])
     spec = cfg["timm"]
     again = timm.create_model(spec["arch"], pretrained=True, pretrained_cfg_overlay=dict(file=str(out / spec["file"])),
                               **spec["kwargs"]).eval()

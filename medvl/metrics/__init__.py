@@ -5,9 +5,7 @@ clinical efficacy, bootstrap confidence intervals) load on first attribute acces
 Torch/NumPy only: nothing here imports Lightning.
 """
 
-import importlib
-from typing import Any
-
+from medvl._lazy import lazy_attributes
 from medvl.metrics.classification import binary_auroc, multilabel_auroc, roc_curve
 from medvl.metrics.retrieval import retrieval_ranks, retrieval_recall_at_k
 
@@ -40,14 +38,4 @@ _LAZY: dict[str, str] = {
 __all__ += list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    """Import the report-generation metrics on first use."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

@@ -25,6 +25,7 @@ from medvl.losses import ClipLoss, SigLipLoss
 from medvl.metrics.retrieval import retrieval_recall_at_k
 from medvl.metrics.zeroshot import prompt_embeddings, zero_shot_auroc, zero_shot_scores
 from medvl.models._reporting import report_metrics
+from medvl.models._compile import compile_in_place
 from medvl.models._optim import build_adamw, warmup_cosine
 
 __all__ = ["ContrastivePretraining"]
@@ -62,9 +63,10 @@ class ContrastivePretraining(L.LightningModule):
             to :data:`medvl.data.labels.FINDINGS`. Every prompt key must be one of them.
         retrieval_ks: K values for recall@K.
         blockwise_loss: Memory-lean loss that never holds the B x B logits (large batches).
-        compile: ``torch.compile`` the image encoder (the CPU fast path; parameter names and
-            checkpoints are unchanged). On a GPU, pair with ``trainer.precision: bf16-mixed``
-            for the Triton kernels of :mod:`medvl.kernels`.
+        compile: ``torch.compile`` the image encoder in place (parameter names and
+            checkpoints are unchanged): True for the default mode, or a mode name; the
+            CPU fast path for bf16 is ``max-autotune-no-cudagraphs``. On a GPU, pair with
+            ``trainer.precision: bf16-mixed`` for the Triton kernels of :mod:`medvl.kernels`.
     """
 
     def __init__(
@@ -92,7 +94,7 @@ class ContrastivePretraining(L.LightningModule):
         label_names: list[str] | None = None,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
         blockwise_loss: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,8 +102,7 @@ class ContrastivePretraining(L.LightningModule):
         self.text = create_encoder(text_encoder, **(text_kwargs or {}))
         self.image_proj = ProjectionHead(self.visual.num_features, embed_dim, projection)
         self.text_proj = ProjectionHead(self.text.num_features, embed_dim, projection)
-        if compile:
-            self.visual.compile()  # in place: state-dict keys stay "visual.*"
+        compile_in_place(self.visual, compile)  # state-dict keys stay "visual.*"
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
         self.logit_bias = nn.Parameter(torch.tensor(init_logit_bias)) if loss == "siglip" else None
         self.loss_fn = SigLipLoss(blockwise=blockwise_loss) if loss == "siglip" else ClipLoss(blockwise=blockwise_loss)

@@ -29,6 +29,7 @@ from torch import nn
 from medvl.data.labels import FINDINGS
 from medvl.encoders import create_encoder
 from medvl.metrics.classification import multilabel_auroc
+from medvl.models._compile import compile_in_place
 from medvl.models._optim import build_adamw, warmup_cosine
 from medvl.models._reporting import report_classification
 
@@ -60,7 +61,8 @@ class Classifier(L.LightningModule):
         weight_decay: Decoupled weight decay (norms, biases, embeddings exempt).
         warmup_fraction: Share of the optimiser steps spent in linear warm-up.
         head_dropout: Dropout on the pooled feature before the head.
-        compile: ``torch.compile`` the encoder (the CPU fast path; state-dict keys unchanged).
+        compile: ``torch.compile`` the encoder in place (state-dict keys unchanged): True for
+            the default mode, or a mode name (CPU bf16 fast path: ``max-autotune-no-cudagraphs``).
     """
 
     def __init__(
@@ -80,7 +82,7 @@ class Classifier(L.LightningModule):
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
         head_dropout: float = 0.0,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if mode not in ("linear", "finetune"):
@@ -111,8 +113,7 @@ class Classifier(L.LightningModule):
         nn.init.normal_(self.head.weight, std=0.01)
         if mode == "linear":
             self.visual.requires_grad_(False)
-        if compile:
-            self.visual.compile()  # in place: parameter names (and checkpoints) unchanged
+        compile_in_place(self.visual, compile)  # state-dict keys stay "visual.*"
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _resolve_pretrained(self, folder: Path, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
