@@ -34,6 +34,25 @@ medvl commands:
 """
 
 
+def _best_checkpoint(cli, subcommand: str) -> None:
+    """``--ckpt_path best`` in a fresh process: the file the recipe's ModelCheckpoint names.
+
+    Lightning knows the best checkpoint only in the process that ran ``fit``; our recipes
+    save it as ``<dirpath>/<filename>.ckpt``, so ``medvl test --config R --ckpt_path best``
+    finds it there (the newest ``-vN`` version when a rerun wrote several).
+    """
+    config = cli.config_init[subcommand]
+    callback = cli.trainer.checkpoint_callback
+    if config.get("ckpt_path") != "best" or callback is None or callback.best_model_path or not callback.dirpath:
+        return
+    stem = callback.filename or "best"
+    found = sorted(Path(callback.dirpath).glob(f"{stem}*.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = [p for p in found if p.stem == stem or p.stem.removeprefix(stem).lstrip("-").startswith("v")]
+    if found:
+        config["ckpt_path"] = str(found[-1])
+        print(f"[medvl] --ckpt_path best -> {found[-1]}")
+
+
 def _lightning_cli(args: list[str] | None, run: bool = True):
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
@@ -41,7 +60,17 @@ def _lightning_cli(args: list[str] | None, run: bool = True):
     import medvl.datamodules  # noqa: F401  (registers the class paths for --data)
     import medvl.models  # noqa: F401
 
-    return LightningCLI(
+    class MedvlCLI(LightningCLI):
+        def before_validate(self) -> None:
+            _best_checkpoint(self, "validate")
+
+        def before_test(self) -> None:
+            _best_checkpoint(self, "test")
+
+        def before_predict(self) -> None:
+            _best_checkpoint(self, "predict")
+
+    return MedvlCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
@@ -135,7 +164,7 @@ def _export(argv: list[str]) -> int:
     from medvl.data.dicom import resolve_window
 
     try:  # a preset is recorded as its numbers, so the export needs no table to be read
-        window = resolve_window(tuple(a.window.split(",")) if "," in a.window else a.window) if a.window else None
+        window = resolve_window(_window(a.window))
     except ValueError as err:
         p.error(f"--window: {err}")
     out = export_encoder(a.checkpoint, a.out, arch=a.arch, encoder_kwargs=kwargs, formats=formats, window=window)

@@ -127,3 +127,23 @@ def test_bad_file_is_skipped_counted_and_no_header_value_leaks(dataset, tmp_path
             blob = path.read_bytes()
             leaked = [s for s in secrets if s.encode() in blob]
             assert not leaked, f"{path} contains {leaked}"
+
+
+def test_ckpt_path_best_in_a_fresh_cli(dataset, tmp_path, capsys):
+    """`medvl test --ckpt_path best` after a `medvl fit` in another process finds the recipe's best.ckpt."""
+    run = tmp_path / "run"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "trainer:\n"
+        "  callbacks:\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args:\n"
+        f"        dirpath: {run / 'checkpoints'}\n"
+        "        filename: best\n"
+    )
+    args = ["--config", str(recipe), *TINY_MODEL, *_data_args(dataset), *_trainer_args(run)]
+    main(["fit", *args])
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    capsys.readouterr()
+    main(["validate", *args, "--ckpt_path", "best"])
+    assert f"--ckpt_path best -> {run / 'checkpoints' / 'best.ckpt'}" in capsys.readouterr().out
