@@ -99,3 +99,40 @@ def test_resample_abs_pos_embed_keeps_dtype_and_checks_grid():
     assert resample_abs_pos_embed(pos, (2, 2), num_prefix_tokens=0).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="old_grid"):
         resample_abs_pos_embed(torch.randn(1, 15, 8), (2, 2), num_prefix_tokens=0)
+
+
+def test_cpu_half_precision_training_takes_the_reference_attention(monkeypatch):
+    """CPU flash-attention backward is slow in bf16: training there spells the maths out."""
+    import torch.nn.functional as F
+
+    from medvl.layers import attention as attention_module
+    from medvl.layers.attention import Attention
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    torch.manual_seed(0)
+    attn = Attention(32, num_heads=4)
+    attn.fused_attn = True
+    x = torch.randn(2, 10, 32, requires_grad=True)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_math = attn(x)  # training: reference path
+    assert calls == []
+    y_math.float().sum().backward()
+    g_math, x.grad = x.grad.clone(), None
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(x)  # inference: SDPA (its forward is fast)
+    assert calls == [1]
+    attn(x).sum()  # fp32 training: SDPA
+    assert calls == [1, 1]
+
+    monkeypatch.setattr(attention_module, "CPU_MATH_ATTN_MAX_ELEMENTS", 0)  # a large matrix keeps SDPA
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_sdpa = attn(x)
+    assert calls == [1, 1, 1]
+    y_sdpa.float().sum().backward()
+    torch.testing.assert_close(y_math.float(), y_sdpa.float(), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(g_math, x.grad, atol=2e-2, rtol=2e-2)
