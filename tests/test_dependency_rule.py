@@ -30,6 +30,7 @@ LOWER = [
     "medvl.metrics.nlg",
     "medvl.metrics.clinical",
     "medvl.metrics.report_eval",
+    "medvl.losses.distributed",
 ]
 
 # One fresh interpreter imports the lower packages one by one and reports the first

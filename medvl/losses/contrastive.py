@@ -14,7 +14,11 @@ already exponentiated (``logit_scale = model.logit_scale.exp()``, i.e. the inver
 temperature itself, not its log). Logits and the loss are computed in an explicit fp32
 island, so bf16/fp16 features under autocast give the fp32 value.
 
-Single-process losses: with data parallelism each rank contrasts its local batch.
+Under data parallelism (``torch.distributed`` initialised with several processes, as in
+Lightning's DDP) both losses contrast over the global batch by default: features are
+gathered from every rank with gradients and each rank scores its own rows against all
+columns (:mod:`medvl.losses.distributed`), so the run optimises the loss of the global
+batch. ``gather=False`` keeps each rank to its local batch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from medvl.losses import distributed
 
 __all__ = ["ClipLoss", "SigLipLoss"]
 
@@ -61,14 +67,19 @@ class ClipLoss(nn.Module):
             (:func:`medvl.kernels.blockwise_clip_loss`: Triton on GPU, a blockwise
             PyTorch reference elsewhere); same value and gradients, memory O(block^2).
         block_size: Tile side for ``blockwise``.
+        gather: With several processes, contrast over the global batch (local rows
+            against gathered columns; ``blockwise`` then does not apply). False: each
+            rank contrasts its local batch only.
     """
 
-    def __init__(self, label_smoothing: float = 0.0, blockwise: bool = False, block_size: int = 256) -> None:
+    def __init__(self, label_smoothing: float = 0.0, blockwise: bool = False, block_size: int = 256,
+                 gather: bool = True) -> None:
         super().__init__()
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
         self.blockwise, self.block_size = blockwise, block_size
+        self.gather = gather
 
     def forward(
         self,
@@ -92,6 +103,10 @@ class ClipLoss(nn.Module):
             Scalar fp32 loss.
         """
         _check_pair(image_features, text_features)
+        if self.gather and distributed.world_size() > 1:
+            with torch.autocast(device_type=image_features.device.type, enabled=False):
+                batch = distributed.gather_global_batch(image_features, text_features)
+                return distributed.global_clip_loss(batch, _as_fp32(logit_scale, batch.image), self.label_smoothing)
         if self.blockwise:
             from medvl.kernels import blockwise_clip_loss
 
@@ -129,11 +144,15 @@ class SigLipLoss(nn.Module):
         blockwise: Compute tile by tile without the B x B logits
             (:func:`medvl.kernels.blockwise_siglip_loss`); same value and gradients.
         block_size: Tile side for ``blockwise``.
+        gather: With several processes, score local images against the gathered texts
+            of every rank (the global batch; ``blockwise`` then does not apply). False:
+            each rank uses its local batch only.
     """
 
-    def __init__(self, blockwise: bool = False, block_size: int = 256) -> None:
+    def __init__(self, blockwise: bool = False, block_size: int = 256, gather: bool = True) -> None:
         super().__init__()
         self.blockwise, self.block_size = blockwise, block_size
+        self.gather = gather
 
     def forward(
         self,
@@ -156,6 +175,11 @@ class SigLipLoss(nn.Module):
             Scalar fp32 loss.
         """
         _check_pair(image_features, text_features)
+        if self.gather and distributed.world_size() > 1:
+            with torch.autocast(device_type=image_features.device.type, enabled=False):
+                batch = distributed.gather_global_batch(image_features, text_features)
+                return distributed.global_siglip_loss(batch, _as_fp32(logit_scale, batch.image),
+                                                      _as_fp32(logit_bias, batch.image))
         if self.blockwise:
             from medvl.kernels import blockwise_siglip_loss
 
