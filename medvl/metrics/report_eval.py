@@ -72,11 +72,13 @@ def _records(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
         raise ValueError(f"{path}: malformed CSV ({err})") from None
 
 
-def read_reports(path: str | Path) -> dict[str, str]:
+def read_reports(path: str | Path, field: str = "report") -> dict[str, str]:
     """Read a report file into ``{study_id: cleaned report}``, in file order.
 
     Args:
         path: JSONL/JSON or CSV/TSV file with ``study_id`` and ``report`` fields.
+        field: The text field, when it is not ``report`` (e.g. ``generated`` or
+            ``reference`` in the ``test_reports.jsonl`` a ReportGeneration test writes).
 
     Returns:
         Study id (as a stripped string) -> report text (normalised; "" when empty).
@@ -94,11 +96,12 @@ def read_reports(path: str | Path) -> dict[str, str]:
         raise ValueError(f"{path}: not UTF-8 text (invalid byte at offset {err.start})") from None
     reports: dict[str, str] = {}
     duplicates: list[str] = []
+    field = field.strip().lower()
     for where, rec in _records(path, text):
         if not isinstance(rec, dict):
-            raise ValueError(f"{path}: {where} is not an object with study_id and report")
+            raise ValueError(f"{path}: {where} is not an object with study_id and {field}")
         rec = {str(k).strip().lower(): v for k, v in rec.items()}
-        missing = [k for k in ("study_id", "report") if k not in rec]
+        missing = [k for k in ("study_id", field) if k not in rec]
         if missing:
             raise ValueError(f"{path}: {where} has no {' or '.join(missing)} field")
         sid = clean_text(str(rec["study_id"]))
@@ -106,7 +109,7 @@ def read_reports(path: str | Path) -> dict[str, str]:
             raise ValueError(f"{path}: {where} has an empty study_id")
         if sid in reports:
             duplicates.append(sid)
-        reports[sid] = clean_text(str(rec["report"])) if rec["report"] is not None else ""
+        reports[sid] = clean_text(str(rec[field])) if rec[field] is not None else ""
     if duplicates:
         raise ValueError(f"{path}: duplicate study_id {_some(duplicates)}")
     if not reports:
@@ -124,7 +127,9 @@ def _finite(x: float) -> float | None:
 
 
 def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: str | Path | None = None,
-                          n_resamples: int = 1000, *, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
+                          n_resamples: int = 1000, *, alpha: float = 0.05, seed: int = 0,
+                          pred_field: str = "report", ref_field: str = "report",
+                          observations: Sequence[str] | None = None) -> dict[str, Any]:
     """NLG and clinical-efficacy metrics of a prediction file against a reference file.
 
     Args:
@@ -134,9 +139,13 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
         n_resamples: Bootstrap resamples for the confidence intervals (0 skips them).
         alpha: 1 - confidence level of the intervals.
         seed: Seed of the bootstrap.
+        pred_field: Text field of ``pred_path``.
+        ref_field: Text field of ``ref_path``.
+        observations: CheXpert observations the clinical-efficacy averages run over
+            (default all 14).
 
     Returns:
-        ``{"n_samples", "confidence", "n_resamples", "seed", "metrics": {key: {"value",
+        ``{"n_samples", "observations", "confidence", "n_resamples", "seed", "metrics": {key: {"value",
         "ci_low", "ci_high"}}, "label_counts": {observation: {"pred_positive",
         "ref_positive", "pred_uncertain", "ref_uncertain"}}}``; NaN is written as null.
 
@@ -145,7 +154,7 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
             names both files and some of the ids).
     """
     pred_path, ref_path = Path(pred_path), Path(ref_path)
-    preds, refs = read_reports(pred_path), read_reports(ref_path)
+    preds, refs = read_reports(pred_path, pred_field), read_reports(ref_path, ref_field)
     only_ref = [s for s in refs if s not in preds]
     only_pred = [s for s in preds if s not in refs]
     if only_ref or only_pred:
@@ -160,7 +169,7 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
 
     prepared = {name: metric.prepare(hyps, gold) for name, metric in nlg_metrics().items()}
     hyp_labels, ref_labels = label_reports(hyps), label_reports(gold)
-    prepared.update(ce_prepared(hyp_labels, ref_labels))
+    prepared.update(ce_prepared(hyp_labels, ref_labels, observations))
     if n_resamples > 0:
         intervals = bootstrap_many(prepared, len(ids), n_resamples, alpha, seed)
     else:
@@ -171,7 +180,7 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
                      "pred_uncertain": int((hyp_labels[:, j] == -1).sum()),
                      "ref_uncertain": int((ref_labels[:, j] == -1).sum())}
               for j, name in enumerate(CHEXPERT_LABELS)}
-    result = {"n_samples": len(ids), "confidence": 1 - alpha, "n_resamples": n_resamples, "seed": seed,
+    result = {"n_samples": len(ids), "observations": list(observations or CHEXPERT_LABELS), "confidence": 1 - alpha, "n_resamples": n_resamples, "seed": seed,
               "metrics": metrics, "label_counts": counts}
     if out_dir is not None:
         out = Path(out_dir)
@@ -197,7 +206,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {key} | {_fmt(m['value'])} | {ci} |")
     lines += ["", f"| observation | F1 | {level}% CI | F1 (uncertain = positive) | predicted positive | "
                   "reference positive |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name in CHEXPERT_LABELS:
+    for name in result.get("observations", CHEXPERT_LABELS):
         m, u, c = metrics[f"ce_f1/{name}"], metrics[f"ce_uap_f1/{name}"], result["label_counts"][name]
         ci = "n/a" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
         lines.append(f"| {name} | {_fmt(m['value'])} | {ci} | {_fmt(u['value'])} | {c['pred_positive']} | "
@@ -220,10 +229,16 @@ def main_eval_reports(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
     parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--pred-field", default="report", help="text field of --pred (default: %(default)s)")
+    parser.add_argument("--ref-field", default="report", help="text field of --ref (default: %(default)s)")
+    parser.add_argument("--observations", default=None,
+                        help="comma-separated CheXpert observations for the CE averages (default: all 14)")
     args = parser.parse_args(list(argv) if argv is not None else None)
+    observations = [o.strip() for o in args.observations.split(",") if o.strip()] if args.observations else None
     try:
         result = evaluate_report_files(args.pred, args.ref, args.out, args.n_resamples, alpha=args.alpha,
-                                       seed=args.seed)
+                                       seed=args.seed, pred_field=args.pred_field, ref_field=args.ref_field,
+                                       observations=observations)
     except ValueError as err:
         print(f"medvl eval reports: error: {err}", file=sys.stderr)
         return 1

@@ -124,3 +124,26 @@ def test_main_eval_reports(tmp_path, capsys):
     assert (tmp_path / "o" / "metrics.json").exists() and (tmp_path / "o" / "metrics.md").exists()
     assert main_eval_reports(["--pred", str(tmp_path / "nope.jsonl"), "--ref", str(ref)]) == 1
     assert "nope.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_one_run_file_with_two_fields_and_an_observation_subset(tmp_path, capsys):
+    """The test_reports.jsonl of a ReportGeneration run scores directly, over chosen observations."""
+    run = tmp_path / "test_reports.jsonl"
+    with open(run, "w", encoding="utf-8") as f:
+        for sid in REFS:
+            f.write(json.dumps({"study_id": sid, "generated": PREDS[sid], "reference": REFS[sid]}) + "\n")
+    keep = ["cardiomegaly", "pleural_effusion", "pneumothorax", "no_finding"]
+    assert main_eval_reports(["--pred", str(run), "--pred-field", "generated", "--ref", str(run),
+                              "--ref-field", "reference", "--observations", ",".join(keep),
+                              "--n-resamples", "0", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    ids = list(REFS)
+    expected = clinical_efficacy([PREDS[s] for s in ids], [REFS[s] for s in ids], keep)
+    assert result["observations"] == keep
+    assert result["metrics"]["ce_macro_f1"]["value"] == pytest.approx(expected["ce_macro_f1"])
+    assert expected["ce_macro_f1"] != pytest.approx(clinical_efficacy([PREDS[s] for s in ids],
+                                                                      [REFS[s] for s in ids])["ce_macro_f1"])
+    table = capsys.readouterr().out
+    assert "| cardiomegaly |" in table and "| fracture |" not in table
+    with pytest.raises(ValueError, match="has no report field"):
+        read_reports(run)  # the default field is absent: named in the error
