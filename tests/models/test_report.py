@@ -61,6 +61,14 @@ def test_transformer_decoder_fit_test_predict(dataset, tmp_path, capsys):
     module = ReportGeneration.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     texts = module.generate(torch.rand(2, 1, 32, 32), decoding="greedy")
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    # Its encoder exports like any task's, with the same features.
+    assert main(["export", str(ckpt), "--out", str(tmp_path / "export"), "--formats", "torchscript"]) == 0
+    import medvl
+
+    encoder = medvl.load_encoder(tmp_path / "export")
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.forward_features(x), module.visual.forward_features(x))
 
 
 def test_prefix_lm_two_stages(dataset, tmp_path):
