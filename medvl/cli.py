@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in COMMANDS:
         return COMMANDS[argv[0]](argv[1:])
     if argv[0] in LIGHTNING_COMMANDS:
-        _lightning_cli(argv)
+        # From the console script, let LightningCLI read sys.argv itself (it warns when given
+        # both); from Python (tests, notebooks) pass the list.
+        _lightning_cli(None if argv == sys.argv[1:] else argv)
         return 0
     print(f"medvl: unknown command {argv[0]!r}\n\n{_OVERVIEW}", file=sys.stderr)
     return 2

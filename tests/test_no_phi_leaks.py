@@ -23,10 +23,8 @@ IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    assert main(["synth", "--out", str(root), "--n", "24", "--seed", "11", "--workers", "1"]) == 0
-    return root
+def dataset(make_synthetic) -> Path:
+    return make_synthetic(24, 11)
 
 
 def _secrets(dataset: Path) -> set[bytes]:

@@ -43,10 +43,8 @@ def _data_args(dataset: Path, **extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    assert main(["synth", "--out", str(root), "--n", "40", "--seed", "3", "--workers", "1"]) == 0
-    return root
+def dataset(make_synthetic) -> Path:
+    return make_synthetic(40, 3)
 
 
 def test_cli_help_lists_commands(capsys):

@@ -21,11 +21,10 @@ def _trainer(root: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, Path]:
+def exported(tmp_path_factory, make_synthetic) -> tuple[Path, Path]:
     """A tiny synthetic dataset and the encoder a tiny contrastive run exported from it."""
     tmp = tmp_path_factory.mktemp("probe")
-    data = tmp / "data"
-    assert main(["synth", "--out", str(data), "--n", "80", "--seed", "5", "--workers", "1"]) == 0
+    data = make_synthetic(80, 5)
     run = tmp / "clip"
     main(["fit", "--model", "medvl.models.ContrastivePretraining", "--model.vision_encoder", "test_vitc_tiny_patch8",
           "--model.text_encoder", "test_text_tiny", "--model.img_size", "32", "--model.embed_dim", "16",

@@ -22,10 +22,8 @@ def _trainer(root: Path, epochs: int = 1) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    assert main(["synth", "--out", str(root), "--n", "40", "--seed", "9", "--workers", "1"]) == 0
-    return root
+def dataset(make_synthetic) -> Path:
+    return make_synthetic(40, 9)
 
 
 def _data(root: Path) -> list[str]:
