@@ -30,6 +30,7 @@ from medvl.data.vocab import WordTokenizer
 from medvl.encoders import create_encoder
 from medvl.heads import generation
 from medvl.heads.report_decoder import PrefixLMDecoder, TransformerReportDecoder
+from medvl.models._compile import compile_in_place
 from medvl.models._optim import warmup_cosine
 
 __all__ = ["ReportGeneration", "load_encoder_weights"]
@@ -113,6 +114,8 @@ class ReportGeneration(L.LightningModule):
             run over (micro too); None: all 14, the convention of MIMIC-CXR papers. A
             dataset that never mentions some observations (the synthetic one has seven)
             should list the ones it has, or their F1 of 0 caps the macro average.
+        compile: ``torch.compile`` the image encoder in place: True for the default mode,
+            or a mode name (CPU bf16 fast path: ``max-autotune-no-cudagraphs``).
     """
 
     def __init__(
@@ -147,6 +150,7 @@ class ReportGeneration(L.LightningModule):
         top_p: float = 1.0,
         max_eval_batches: int | None = None,
         ce_observations: list[str] | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if decoder == "prefix_lm" and not lm_path:
@@ -169,6 +173,7 @@ class ReportGeneration(L.LightningModule):
         if weights is not None:
             self.visual.load_state_dict(weights)
         self._apply_freeze()
+        compile_in_place(self.visual, compile)  # state-dict keys stay "visual.*"
         self.decoder: TransformerReportDecoder | PrefixLMDecoder | None = None
         self.tokenizer: WordTokenizer | PrefixLMDecoder | None = None
         if decoder == "prefix_lm":
