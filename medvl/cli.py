@@ -157,12 +157,11 @@ def _export(argv: list[str]) -> int:
                         "safetensors + config.json + README.md are always written)")
     p.add_argument("--window", default=None, help="DICOM window to record: a preset name or 'center,width'")
     a = p.parse_args(argv)
+    from medvl.data.dicom import resolve_window
     from medvl.export import export_encoder
 
     formats = tuple(f.strip() for f in a.formats.split(",") if f.strip())
     kwargs = {"num_heads": a.num_heads} if a.num_heads else None
-    from medvl.data.dicom import resolve_window
-
     try:  # a preset is recorded as its numbers, so the export needs no table to be read
         window = resolve_window(_window(a.window))
     except ValueError as err:
@@ -200,8 +199,10 @@ def _demo(argv: list[str]) -> int:
 
 def _eval(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: medvl eval reports --pred FILE --ref FILE [--out DIR]\n\n"
-              "  reports    NLG (BLEU, METEOR, ROUGE-L, CIDEr-D) and clinical efficacy with bootstrap 95% CIs")
+        print("usage: medvl eval reports --pred FILE --ref FILE [--out DIR] [--pred-field F] [--ref-field F]\n"
+              "                          [--observations A,B,...] [--n-resamples N]\n\n"
+              "  reports    NLG (BLEU, METEOR, ROUGE-L, CIDEr-D) and clinical efficacy with bootstrap 95% CIs\n"
+              "             (`medvl eval reports --help` for every option)")
         return 0
     if argv[0] == "reports":
         from medvl.metrics.report_eval import main_eval_reports

@@ -114,7 +114,6 @@ class Attention(nn.Module):
         x = x.transpose(1, 2).reshape(B, N, D)  # (B, N, D)
         return self.proj_drop(self.proj(x))
 
-
     def _sdpa(self, q: torch.Tensor) -> bool:
         """Whether the fused SDPA path runs for queries ``q`` ``(B, nh, N, hd)``.
 

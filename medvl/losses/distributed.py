@@ -3,8 +3,9 @@
 With ``P`` processes each holding ``n_r`` pairs, a per-rank loss contrasts every image
 with only ``n_r`` texts: the negatives shrink by ``P`` and the run optimises a different
 objective from the single-process one. Here every rank gathers the features of all ranks
-(with gradients, ``torch.distributed.nn.functional.all_gather``) and scores its *local*
-rows against the *global* columns, as open_clip's ``gather_with_grad`` + ``local_loss``:
+with gradients (PyTorch's functional all-gather; its backward is a reduce-scatter) and
+scores its *local* rows against the *global* columns, as open_clip's ``gather_with_grad``
++ ``local_loss``:
 memory ``n_r x N`` rather than ``N x N``. Each rank's loss is scaled by ``P / N`` (``N``
 the global batch) so that the mean over ranks, which DDP's gradient averaging optimises,
 is exactly the single-process loss of the global batch -- also when ranks hold different
