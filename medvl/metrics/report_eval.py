@@ -145,9 +145,10 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
             (default all 14).
 
     Returns:
-        ``{"n_samples", "observations", "confidence", "n_resamples", "seed", "metrics": {key: {"value",
-        "ci_low", "ci_high"}}, "label_counts": {observation: {"pred_positive",
-        "ref_positive", "pred_uncertain", "ref_uncertain"}}}``; NaN is written as null.
+        ``{"n_samples", "observations", "confidence", "n_resamples", "seed", "metrics":
+        {key: {"value", "ci_low", "ci_high"}}, "label_counts": {observation:
+        {"pred_positive", "ref_positive", "pred_uncertain", "ref_uncertain"}}}``; NaN is
+        written as null.
 
     Raises:
         ValueError: A file cannot be read, or the two files' study ids differ (the error
@@ -180,7 +181,8 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
                      "pred_uncertain": int((hyp_labels[:, j] == -1).sum()),
                      "ref_uncertain": int((ref_labels[:, j] == -1).sum())}
               for j, name in enumerate(CHEXPERT_LABELS)}
-    result = {"n_samples": len(ids), "observations": list(observations or CHEXPERT_LABELS), "confidence": 1 - alpha, "n_resamples": n_resamples, "seed": seed,
+    result = {"n_samples": len(ids), "observations": list(observations or CHEXPERT_LABELS),
+              "confidence": 1 - alpha, "n_resamples": n_resamples, "seed": seed,
               "metrics": metrics, "label_counts": counts}
     if out_dir is not None:
         out = Path(out_dir)
