@@ -28,7 +28,7 @@ which R2Gen, CMN and most report-generation papers use:
   then optional synonyms), ``Fmean = P R / (alpha P + (1 - alpha) R)``, fragmentation
   penalty ``gamma (chunks / matches) ** beta`` with alpha = 0.9, beta = 3, gamma = 0.5,
   best reference per sample, mean over samples. **This is not the Java METEOR 1.5 that
-  pycocoevalcap calls** (which cannot run here: no Java): METEOR 1.5 uses tuned
+  pycocoevalcap calls**, and its values are higher (measured below): METEOR 1.5 uses tuned
   parameters (alpha 0.85, beta 0.2, gamma 0.6, delta 0.75), weights content and
   function words differently, adds a paraphrase table, uses the Snowball stemmer,
   searches for the alignment with fewest chunks and pools statistics over the corpus.
@@ -47,7 +47,12 @@ per-sample METEOR equals NLTK 3.10 ``meteor_score`` without WordNet synonyms (me
 difference 0.0, asserted < 1e-12), with that stemmer and also with NLTK's default
 ``NLTK_EXTENSIONS`` stemmer, which differs from Porter's on some words ("dying") that the
 test corpus does not contain. The vectorised CIDEr-D bootstrap path agrees with
-pycocoevalcap on materialised resamples to 1e-9 (relative).
+pycocoevalcap on materialised resamples to 1e-9 (relative). Against Java METEOR 1.5
+(pycocoevalcap 1.2, OpenJDK 17): on the 300 test pairs medvl gives 0.733 where Java gives
+0.422 (corpus) / 0.520 (mean segment score), per-sample |difference| 0.21 on average,
+correlation 0.84; on 200 generated synthetic reports against their references 0.647
+against 0.403 / 0.475, per-sample |difference| 0.19, correlation 0.87. Rankings of
+systems agree far better than levels: compare METEOR only within one implementation.
 """
 
 from __future__ import annotations
