@@ -7,8 +7,9 @@ names), so they compute the same function. Every configuration -- {medvl, timm} 
 peak memory (the process's peak resident set above its baseline on CPU, the allocator
 peak on GPU) is not polluted by the others. Compiled configurations use
 ``--compile-mode`` (default ``max-autotune-no-cudagraphs``: on the CPU, inductor's GEMM
-templates with fused epilogues, medvl's CPU fast path), timm's and medvl's alike. A step is forward + backward + AdamW step
-on a feature-regression loss.
+templates with fused epilogues, medvl's CPU fast path), timm's and medvl's alike. A step
+is forward + backward + AdamW step on a feature-regression loss. Configurations run in
+interleaved rounds (``--repeats``) and the table reports medians.
 
 The script first checks the numerics: medvl's and timm's features on the same batch
 (fp32, max abs difference) and the first-step losses of every configuration.
@@ -159,13 +160,14 @@ def main() -> None:
 
     # Rounds run every configuration once, in turn, so drift of a shared machine (frequency,
     # neighbours) hits all of them alike; the table reports each one's median round.
+    shared = {"arch": a.arch, "img": a.img, "batch": a.batch, "steps": a.steps, "warmup": a.warmup,
+              "threads": a.threads, "device": device,
+              "compile_mode": None if a.compile_mode == "default" else a.compile_mode}
     runs: dict[str, list[dict]] = {c["label"]: [] for c in configs}
     for round_ in range(a.repeats):
         print(f"round {round_ + 1}/{a.repeats}", flush=True)
         for c in configs:
-            cfg = {**c, "arch": a.arch, "img": a.img, "batch": a.batch, "steps": a.steps, "warmup": a.warmup,
-                   "threads": a.threads, "device": device,
-                   "compile_mode": None if a.compile_mode == "default" else a.compile_mode}
+            cfg = {**c, **shared}
             env = {**os.environ, "MEDVL_FUSED": c["fused"]}
             proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
                                   capture_output=True, text=True)

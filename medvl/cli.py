@@ -45,9 +45,8 @@ def _best_checkpoint(cli, subcommand: str) -> None:
     callback = cli.trainer.checkpoint_callback
     if config.get("ckpt_path") != "best" or callback is None or callback.best_model_path or not callback.dirpath:
         return
-    stem = callback.filename or "best"
-    found = sorted(Path(callback.dirpath).glob(f"{stem}*.ckpt"), key=lambda p: p.stat().st_mtime)
-    found = [p for p in found if p.stem == stem or p.stem.removeprefix(stem).lstrip("-").startswith("v")]
+    stem, folder = callback.filename or "best", Path(callback.dirpath)
+    found = sorted([*folder.glob(f"{stem}.ckpt"), *folder.glob(f"{stem}-v*.ckpt")], key=lambda p: p.stat().st_mtime)
     if found:
         config["ckpt_path"] = str(found[-1])
         print(f"[medvl] --ckpt_path best -> {found[-1]}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from medvl._lazy import lazy_attributes
-
 from medvl.data.dicom import (
     IDENTIFYING_KEYWORDS,
     META_KEYS,

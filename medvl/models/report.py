@@ -84,7 +84,7 @@ class ReportGeneration(L.LightningModule):
         image_std: Normalisation std without ``pretrained``.
         vision_kwargs: Extra encoder overrides.
         freeze: ``none`` trains the encoder, ``all`` freezes it, ``partial`` trains only
-            its last ``unfreeze_last`` blocks and final norm.
+            its last ``unfreeze_last`` blocks and final norm (``norm``, or ``fc_norm``).
         unfreeze_last: Blocks trained when ``freeze="partial"``.
         decoder: ``transformer`` (cross-attention, optional memory) or ``prefix_lm``.
         decoder_kwargs: Overrides for the decoder (e.g. ``dim``, ``depth``,
@@ -195,6 +195,7 @@ class ReportGeneration(L.LightningModule):
             for blk in list(self.visual.blocks)[max(0, n - self.hparams.unfreeze_last):]:
                 blk.requires_grad_(True)
             self.visual.norm.requires_grad_(True)
+            self.visual.fc_norm.requires_grad_(True)  # the final norm of fc_norm encoders (norm is then Identity)
 
     def _build_decoder(self, vocab: list[str] | None = None) -> None:
         hp = self.hparams

@@ -86,3 +86,14 @@ def test_prefix_lm_two_stages(dataset, tmp_path):
     after_stage2 = torch.load(sorted(run2.rglob("*.ckpt"))[-1], map_location="cpu", weights_only=True)["state_dict"]
     assert not torch.equal(after_stage2[f"decoder.lm.{key}"], original[key])  # stage 2: LM trained
     assert not torch.equal(after_stage2["decoder.projector.0.weight"], after_stage1["decoder.projector.0.weight"])
+
+
+@pytest.mark.parametrize("fc_norm", [False, True])
+def test_partial_freeze_trains_last_blocks_and_the_final_norm(fc_norm):
+    module = ReportGeneration(vision_encoder="test_vit_tiny_gap_patch8", img_size=32, freeze="partial",
+                              unfreeze_last=1, vision_kwargs={"fc_norm": fc_norm},
+                              vocab=["<pad>", "<bos>", "<eos>", "<unk>"])
+    final = module.visual.fc_norm if fc_norm else module.visual.norm
+    assert all(p.requires_grad for p in final.parameters()) and any(True for _ in final.parameters())
+    assert all(p.requires_grad for p in module.visual.blocks[-1].parameters())
+    assert not any(p.requires_grad for p in module.visual.blocks[0].parameters())
