@@ -5,8 +5,8 @@ same process, one after the other:
 
   (a) MONAI  ``LoadImage(reader="PydicomReader")`` + ``EnsureChannelFirst`` +
       ``ScaleIntensity`` + ``Resize``  (the usual MONAI recipe)
-  (b) medvl  ``read_image`` (modality LUT, VOI LUT, MONOCHROME1) + ``ResizeLongestPad``
-  (c) medvl  ``CachedImageDataset`` over a ``medvl prepare`` cache of the same files
+  (b) medvl  ``ImagePipeline`` (modality LUT, VOI LUT, MONOCHROME1, resize/pad, normalise)
+  (c) medvl  ``ImageReportDataset`` over a ``medvl prepare`` cache of the same files
 
 The one-off cost of building the cache is printed too. Run::
 
@@ -55,10 +55,10 @@ def main() -> None:
 def _run(a: argparse.Namespace, tmp: Path) -> None:
     from monai.transforms import Compose, EnsureChannelFirst, LoadImage, Resize, ScaleIntensity
 
-    from medvl.data.cache import CachedImageDataset, CacheSpec, build_cache, read_cache_manifest
-    from medvl.data.dataset import read_manifest
+    from medvl.data.cache import CacheReader, CacheSpec, build_cache, read_cache_manifest
+    from medvl.data.dataset import ImageReportDataset, read_manifest
     from medvl.data.dicom import read_image
-    from medvl.data.transforms import ResizeLongestPad
+    from medvl.data.pipeline import ImagePipeline
 
     if a.manifest is None:
         from medvl.data.synth import generate_dataset
@@ -79,7 +79,7 @@ def _run(a: argparse.Namespace, tmp: Path) -> None:
         ScaleIntensity(),
         Resize((a.size, a.size)),
     ])
-    resize = ResizeLongestPad(a.size)
+    pipeline = ImagePipeline(a.size)
 
     def monai_load(path: str) -> np.ndarray:
         with warnings.catch_warnings():
@@ -87,20 +87,20 @@ def _run(a: argparse.Namespace, tmp: Path) -> None:
             return np.asarray(monai_pipe(path))
 
     def medvl_load(path: str) -> np.ndarray:
-        return resize(read_image(path).pixels[None])
+        return pipeline.finish(pipeline.load(path)).numpy()
 
     # Same output shape from both uncached paths, so they do the same amount of work.
     assert monai_load(paths[0]).shape == medvl_load(paths[0]).shape == (1, a.size, a.size)
 
     results = {}
     results["MONAI LoadImage(PydicomReader)+ScaleIntensity+Resize"] = _rate(monai_load, paths)
-    results["medvl read_image+ResizeLongestPad"] = _rate(medvl_load, paths)
+    results["medvl ImagePipeline (read, resize, normalise)"] = _rate(medvl_load, paths)
 
     cache = tmp / "cache"
     t0 = time.perf_counter()
-    summary = build_cache(rows, root, cache, CacheSpec(img_size=a.size), num_workers=0, progress=False)
+    summary = build_cache(rows, root, cache, CacheSpec.for_pipeline(pipeline), num_workers=0, progress=False)
     build_s = time.perf_counter() - t0
-    ds = CachedImageDataset(cache, read_cache_manifest(cache), label_names=())
+    ds = ImageReportDataset(read_cache_manifest(cache), cache=CacheReader(cache), pipeline=pipeline, label_names=())
     results["medvl cache (uint8 memmap shards)"] = _rate(lambda i: ds[i]["image"], list(range(len(ds))))
 
     base = results["MONAI LoadImage(PydicomReader)+ScaleIntensity+Resize"][0]

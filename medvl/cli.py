@@ -10,9 +10,12 @@ preprocessed cache (or de-identified copies),
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
+
+log = logging.getLogger("medvl")
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -34,12 +37,119 @@ medvl commands:
 """
 
 
-def _best_checkpoint(cli, subcommand: str) -> None:
-    """``--ckpt_path best`` in a fresh process: the file the recipe's ModelCheckpoint names.
+# What the data is travels to the model: each data-module attribute fills the model
+# argument of the same name, so a model and a data module cannot disagree.
+DATA_LINKS = ("label_names", "img_size", "in_chans", "window", "image_mean", "image_std")
 
-    Lightning knows the best checkpoint only in the process that ran ``fit``; our recipes
-    save it as ``<dirpath>/<filename>.ckpt``, so ``medvl test --config R --ckpt_path best``
-    finds it there (the newest ``-vN`` version when a rerun wrote several).
+RECIPE_BASE = "base"
+"""Key of a recipe that names the groups it starts from: ``{model, data, trainer}: <yaml path>``."""
+
+
+def expand_recipes(args: list[str]) -> list[str]:
+    """Turns ``--config RECIPE`` into ``--trainer T --model M --data D --config <RECIPE's deltas>``.
+
+    A recipe in ``experiments/`` holds deltas only: its ``base:`` entry names the YAML of
+    the ``models/``, ``datamodules/`` and ``trainer/`` groups it starts from (paths relative
+    to the recipe), and the rest of the file overrides them.
+    """
+    import yaml
+
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        path = None
+        if arg == "--config" and i + 1 < len(args):
+            path, i = args[i + 1], i + 2
+        elif arg.startswith("--config="):
+            path, i = arg.split("=", 1)[1], i + 1
+        else:
+            out.append(arg)
+            i += 1
+            continue
+        recipe = Path(path)
+        body = yaml.safe_load(recipe.read_text(encoding="utf-8")) if recipe.is_file() else None
+        if not isinstance(body, dict) or RECIPE_BASE not in body:
+            out += ["--config", path]
+            continue
+        base = body.pop(RECIPE_BASE) or {}
+        unknown = sorted(set(base) - {"model", "data", "trainer"})
+        if unknown:
+            raise SystemExit(f"{recipe}: '{RECIPE_BASE}' names unknown group(s) {unknown}; use model, data, trainer")
+        for group in ("trainer", "model", "data"):
+            if group in base:
+                group_file = (recipe.parent / base[group]).resolve()
+                if not group_file.is_file():
+                    raise SystemExit(f"{recipe}: {RECIPE_BASE}.{group}: {base[group]} not found ({group_file})")
+                out += [f"--{group}", str(group_file)]
+        out += ["--config", yaml.safe_dump(body, sort_keys=False)]
+    return out
+
+
+def _run_dirs(cli, subcommand: str | None) -> None:
+    """Outputs follow ``trainer.default_root_dir``: CSV logs in ``<root>/logs``, checkpoints in ``<root>/checkpoints``."""
+    from jsonargparse import Namespace
+
+    config = cli.config[subcommand] if subcommand else cli.config
+    trainer = config["trainer"]
+    root = trainer.get("default_root_dir") or "."
+    if trainer.get("logger") in (None, True):
+        trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
+                                      init_args=Namespace(save_dir=root, name="logs"))
+    for callback in trainer.get("callbacks") or []:
+        init = callback.get("init_args") if isinstance(callback, Namespace) else None
+        if callback.get("class_path", "").endswith("ModelCheckpoint") and init is not None and not init.get("dirpath"):
+            init["dirpath"] = str(Path(root) / "checkpoints")
+
+
+def _linked_model_args(cli, subcommand: str | None) -> dict[str, object]:
+    """Takes the data-linked model arguments out of the parsed config; a hand-set one is refused.
+
+    A value given on the command line or in a model YAML would be overwritten by the link,
+    so it is an error. With ``--ckpt_path``, LightningCLI has merged the checkpoint's
+    hyper-parameters into the config: those values are returned (and removed) so that
+    :func:`_check_checkpoint_data` can compare them with the data module's.
+    """
+    config = cli.config[subcommand] if subcommand else cli.config
+    model = config.get("model") or {}
+    from_ckpt: dict[str, object] = {}
+    ckpt = config.get("ckpt_path") if subcommand else None
+    for group in ("init_args", "dict_kwargs"):
+        init = model.get(group) or {}
+        given = [name for name in DATA_LINKS if init.get(name) is not None]
+        if given and not ckpt:
+            raise SystemExit(
+                f"medvl: model argument(s) {given} come from the data module; set them there instead "
+                f"({', '.join(f'--data.{n}' for n in given)}), so the model and the data cannot disagree"
+            )
+        for name in given:
+            from_ckpt[name] = init[name]
+            if group == "dict_kwargs":
+                del init[name]
+    return from_ckpt
+
+
+def _check_checkpoint_data(saved: dict[str, object], datamodule, ckpt: str) -> None:
+    """The checkpoint's data settings must be the data module's (else its numbers would mean nothing)."""
+    def same(a: object, b: object) -> bool:
+        listify = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+        return listify(a) == listify(b)
+
+    wrong = {k: (v, getattr(datamodule, k)) for k, v in saved.items()
+             if hasattr(datamodule, k) and not same(v, getattr(datamodule, k))}
+    if wrong:
+        lines = "; ".join(f"{k}: checkpoint {c!r}, data {d!r}" for k, (c, d) in wrong.items())
+        raise SystemExit(f"medvl: {ckpt} was trained on other data settings ({lines}); "
+                         "configure the data module like the checkpoint's run")
+
+
+def _best_checkpoint(cli, subcommand: str) -> None:
+    """``--ckpt_path best`` in a fresh process: the newest ``best*.ckpt`` of the recipe's run folder.
+
+    Lightning knows the best checkpoint only in the process that ran ``fit``; medvl's
+    checkpoints are ``<default_root_dir>/checkpoints/<filename>.ckpt``, so ``medvl test
+    --config R --ckpt_path best`` finds the file there (the newest ``-vN`` version when a
+    rerun wrote several).
     """
     config = cli.config_init[subcommand]
     callback = cli.trainer.checkpoint_callback
@@ -47,9 +157,10 @@ def _best_checkpoint(cli, subcommand: str) -> None:
         return
     stem, folder = callback.filename or "best", Path(callback.dirpath)
     found = sorted([*folder.glob(f"{stem}.ckpt"), *folder.glob(f"{stem}-v*.ckpt")], key=lambda p: p.stat().st_mtime)
-    if found:
-        config["ckpt_path"] = str(found[-1])
-        print(f"[medvl] --ckpt_path best -> {found[-1]}")
+    if not found:
+        raise SystemExit(f"--ckpt_path best: no {stem}.ckpt in {folder}; train first or give a checkpoint path")
+    config["ckpt_path"] = str(found[-1])
+    log.warning("--ckpt_path best -> %s", found[-1])
 
 
 def _lightning_cli(args: list[str] | None, run: bool = True):
@@ -59,25 +170,56 @@ def _lightning_cli(args: list[str] | None, run: bool = True):
     import medvl.datamodules  # noqa: F401  (registers the class paths for --data)
     import medvl.models  # noqa: F401
 
+    expanded = expand_recipes(list(sys.argv[1:] if args is None else args))
+    explicit_verbose = any(a.startswith("--verbose") for a in expanded)
+    if args is None:  # the console script: LightningCLI reads sys.argv (it warns when given both)
+        sys.argv[1:] = expanded
+
     class MedvlCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:
+            for name in DATA_LINKS:
+                parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+        def before_instantiate_classes(self) -> None:
+            _run_dirs(self, self.subcommand)
+            self._ckpt_data = _linked_model_args(self, self.subcommand)
+
+        def after_instantiate_classes(self) -> None:
+            super().after_instantiate_classes()
+            if self._ckpt_data:
+                _check_checkpoint_data(self._ckpt_data, self.datamodule, self.config[self.subcommand]["ckpt_path"])
+
+        def _quiet(self, subcommand: str) -> None:
+            # medvl prints its own metrics table; Lightning's would repeat it.
+            if not explicit_verbose:
+                self.config_init[subcommand]["verbose"] = False
+
         def before_validate(self) -> None:
             _best_checkpoint(self, "validate")
+            self._quiet("validate")
 
         def before_test(self) -> None:
             _best_checkpoint(self, "test")
+            self._quiet("test")
 
         def before_predict(self) -> None:
             _best_checkpoint(self, "predict")
 
-    return MedvlCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-    )
+    saved_argv = sys.argv
+    if args is not None:  # from Python (tests, notebooks): the process's own argv is not ours
+        sys.argv = saved_argv[:1]
+    try:
+        return MedvlCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=None if args is None else expanded,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+        )
+    finally:
+        sys.argv = saved_argv
 
 
 def _synth(argv: list[str]) -> int:
@@ -114,6 +256,7 @@ def _prepare(argv: list[str]) -> int:
     p.add_argument("manifest", help="JSONL manifest (image paths relative to its folder)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--img-size", type=int, default=224, help="square side (default: %(default)s)")
+    p.add_argument("--in-chans", type=int, default=1, help="stored channels: 1 (colour folded to luma) or 3 (default: %(default)s)")
     p.add_argument("--dtype", choices=("uint8", "uint16"), default="uint8", help="stored pixel type (default: %(default)s)")
     p.add_argument("--window", default=None, help="preset name (lung, mediastinum, bone, brain) or CENTRE,WIDTH; default: each file's own")
     p.add_argument("--shard-size", type=int, default=512, help="items per shard (default: %(default)s)")
@@ -137,7 +280,8 @@ def _prepare(argv: list[str]) -> int:
     from medvl.data.cache import CacheSpec, build_cache
     from medvl.data.dataset import read_manifest
 
-    spec = CacheSpec(img_size=a.img_size, dtype=a.dtype, window=_window(a.window), shard_size=a.shard_size)
+    spec = CacheSpec(img_size=a.img_size, dtype=a.dtype, window=_window(a.window), shard_size=a.shard_size,
+                     in_chans=a.in_chans)
     summary = build_cache(read_manifest(a.manifest), Path(a.manifest).parent, a.out, spec, num_workers=a.workers)
     print(f"{summary} in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -214,8 +358,31 @@ def _eval(argv: list[str]) -> int:
 COMMANDS = {"synth": _synth, "prepare": _prepare, "export": _export, "eval": _eval, "demo": _demo}
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _console_logging() -> None:
+    """medvl's library logs (counts of found/dropped/skipped items, cache builds) on stderr as ``[medvl] ...``."""
+    logger = logging.getLogger("medvl")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("[medvl] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _console_logging()
     if not argv or argv[0] in ("-h", "--help"):
         print(_OVERVIEW)
         return 0

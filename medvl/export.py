@@ -17,25 +17,16 @@
 * ``model.onnx`` - the same graph with a dynamic batch axis (``torch.onnx.export``),
   checked against onnxruntime at export time (max abs difference in ``config.json``).
 
-Sources (the checkpoint contract)
----------------------------------
-A **task checkpoint** of any medvl task (contrastive pretraining today; report
-generation, VQA and classifiers follow the same contract) is a Lightning checkpoint
-whose ``hyper_parameters`` hold
-
-* ``vision_encoder`` (registry name), ``img_size``, ``in_chans``, ``vision_kwargs``
-  (dict or None): ``create_encoder(vision_encoder, img_size=, in_chans=, **vision_kwargs)``
-  rebuilds the encoder;
-* ``image_mean``, ``image_std`` (number or one per channel): the normalisation of the
-  [0, 1] grey levels the task applied before the encoder (default 0 and 1);
-* optionally ``window`` (DICOM ``(center, width)`` or preset name), ``embed_dim`` and
-  ``projection`` (kind of :class:`~medvl.heads.ProjectionHead`), ``_class_path`` (task);
-
-and whose ``state_dict`` holds the encoder under ``visual.`` and, optionally, the image
-projection under ``image_proj.``. Also accepted: an **export folder** (re-exported, e.g.
-to add formats), an **encoder state dict file** with ``arch`` (a registry name; or
-``"timm"``/``"timm:<name>"``/``"open_clip"``/``"open_clip:<name>"`` to convert with
-:mod:`medvl.encoders.interop`), or a **PatchEncoder** instance.
+Sources
+-------
+Whatever :func:`~medvl.encoders.read_encoder_source` reads (the one contract for where an
+encoder's weights and preprocessing come from): a **task checkpoint** of any medvl task
+(network under ``model.``, encoder ``model.visual.``, projection ``model.image_proj.``;
+architecture and preprocessing in the hyper-parameters ``vision_encoder``, ``img_size``,
+``in_chans``, ``vision_kwargs``, ``image_mean``, ``image_std``, ``window``), an **export
+folder** (re-exported, e.g. to add formats), an **encoder state dict file** with ``arch``
+(a registry name; or ``"timm"``/``"timm:<name>"``/``"open_clip"``/``"open_clip:<name>"``
+to convert with :mod:`medvl.encoders.interop`), or a **PatchEncoder** instance.
 
 Loading (:func:`load_encoder`) needs torch, safetensors and :mod:`medvl.encoders`,
 never Lightning; the encoder comes back with ``pretrained_cfg`` (the preprocessing),
@@ -47,14 +38,10 @@ DICOM headers is written.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import functools
 import json
 import math
 import types
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +49,11 @@ import torch
 from torch import nn
 
 from medvl._preprocess import ImageInput, Preprocessor
-from medvl.encoders import PatchEncoder, VisionConfig, create_encoder, list_encoders
+from medvl.encoders import PatchEncoder
+from medvl.encoders.source import EXPORT_FORMAT, read_encoder_source
 
 __all__ = ["export_encoder", "load_encoder", "EXPORT_FORMAT", "ONNX_TOLERANCE"]
 
-EXPORT_FORMAT = "medvl-encoder/1"
 # Largest |onnxruntime - torch| accepted at export in fp32 (kernels differ in summation order).
 ONNX_TOLERANCE = 1e-3
 FORMATS = ("timm", "torchscript", "onnx")
@@ -74,186 +61,11 @@ FORMATS = ("timm", "torchscript", "onnx")
 _ARTEFACTS = ("model.safetensors", "projection.safetensors", "timm/model.safetensors", "model.torchscript.pt",
               "model.onnx", "model.onnx.data")
 
-# Task hyper-parameters that describe the image encoder, as saved by every medvl task.
-_ENCODER_KEYS = ("vision_encoder", "img_size", "in_chans", "vision_kwargs")
-_RESIZE = "longest side to img_size (bilinear, antialiased), zero-pad to a centred square"
-_INTENSITY = ("DICOM modality LUT, VOI LUT/window, MONOCHROME1 inverted; scaled to [0, 1]; "
-              "colour folded to BT.601 luma for one-channel encoders")
+# Normalisation recorded for a source that does not say (a foreign state dict, a module): identity.
+_DEFAULT_NORMALISATION = {"mean": 0.0, "std": 1.0}
 
 
-def _submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}
-
-
-@dataclass
-class _Source:
-    """Everything an export needs, whatever it was read from."""
-
-    encoder: PatchEncoder
-    architecture: str | None = None  # registry name, when known
-    encoder_kwargs: dict[str, Any] | None = None
-    projection: dict[str, torch.Tensor] | None = None  # ProjectionHead state dict
-    projection_kind: str | None = None
-    embed_dim: int | None = None
-    preprocessing: dict[str, Any] = field(default_factory=dict)
-    task: str | None = None
-    origin: str = ""
-
-
-# ------------------------------------------------------------------ reading sources
-def _preprocessing(
-    img_size: Any, in_chans: int, mean: Any = None, std: Any = None, window: Any = None
-) -> dict[str, Any]:
-    return {
-        "in_chans": in_chans,
-        "img_size": img_size,
-        "resize": _RESIZE,
-        "intensity": _INTENSITY,
-        "window": list(window) if isinstance(window, tuple) else window,
-        "pad_value": 0.0,
-        "mean": 0.0 if mean is None else mean,
-        "std": 1.0 if std is None else std,
-    }
-
-
-def _from_task_checkpoint(ckpt: dict[str, Any], where: str) -> _Source:
-    hp = ckpt.get("hyper_parameters", {})
-    missing = [k for k in _ENCODER_KEYS[:3] if k not in hp]
-    if missing:
-        raise ValueError(f"{where}: not a medvl task checkpoint (hyper-parameters lack {missing})")
-    state = ckpt["state_dict"]
-    weights = _submodule_state(state, "visual.")
-    if not weights:
-        raise ValueError(f"{where}: no 'visual.' weights in the state dict")
-    kwargs = {"img_size": hp["img_size"], "in_chans": hp["in_chans"], **(hp.get("vision_kwargs") or {})}
-    encoder = create_encoder(hp["vision_encoder"], **kwargs)
-    try:
-        encoder.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"{where}: 'visual.' weights do not fit {hp['vision_encoder']}: {err}") from err
-    proj = _submodule_state(state, "image_proj.") or None
-    return _Source(
-        encoder=encoder, architecture=hp["vision_encoder"], encoder_kwargs=kwargs, projection=proj,
-        projection_kind=hp.get("projection") if proj else None, embed_dim=hp.get("embed_dim") if proj else None,
-        preprocessing=_preprocessing(hp["img_size"], hp["in_chans"], hp.get("image_mean"), hp.get("image_std"),
-                                     hp.get("window")),
-        task=hp.get("_class_path"), origin="task checkpoint",
-    )
-
-
-def _from_export(folder: Path) -> _Source:
-    from safetensors.torch import load_file
-
-    cfg = _read_config(folder)
-    encoder = _build_from_config(cfg, folder)
-    proj_file = folder / "projection.safetensors"
-    proj = load_file(str(proj_file)) if proj_file.is_file() else None
-    return _Source(
-        encoder=encoder, architecture=cfg.get("architecture"), encoder_kwargs=cfg.get("encoder_kwargs"),
-        projection=proj, projection_kind=cfg.get("projection") if proj else None,
-        embed_dim=cfg.get("embed_dim") if proj else None, preprocessing=dict(cfg["preprocessing"]),
-        task=cfg.get("task"), origin="export folder",
-    )
-
-
-def _from_state_dict(path: Path, arch: str | None, kwargs: dict[str, Any]) -> _Source:
-    from medvl.encoders import interop
-
-    if not arch:
-        raise ValueError(
-            f"{path}: a plain state dict; pass arch= (a registry name, 'timm[:name]' or 'open_clip[:name]')"
-        )
-    kind, _, name = arch.partition(":")
-    proj = None
-    if kind == "timm":
-        encoder = interop.load_timm_vit(path, name=name or None, **kwargs)
-    elif kind == "open_clip":
-        encoder, head = interop.load_open_clip_visual(path, name=name or None, **kwargs)
-        if head is not None and not hasattr(head, "proj"):
-            raise ValueError(f"{path}: the open_clip projection has a bias; medvl's ProjectionHead has none")
-        proj = None if head is None else head.state_dict()
-    else:
-        state = interop.read_state_dict(path)
-        if any(k.startswith("visual.") for k in state):
-            state = _submodule_state(state, "visual.")
-        kwargs = {**_infer_size(arch, state, path, kwargs), **kwargs}
-        encoder = create_encoder(arch, **kwargs)
-        try:
-            encoder.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"{path}: weights do not fit {arch} {kwargs}: {err}") from err
-        return _Source(encoder=encoder, architecture=arch, encoder_kwargs=kwargs,
-                       preprocessing=_preprocessing(kwargs["img_size"], kwargs["in_chans"]), origin="state dict")
-    cfg = encoder.config
-    return _Source(encoder=encoder, projection=proj, projection_kind="linear" if proj else None,
-                   embed_dim=None if proj is None else proj["proj.weight"].shape[0],
-                   preprocessing=_preprocessing(cfg.img_size, cfg.in_chans), origin=f"{kind} state dict")
-
-
-def _infer_size(arch: str, state: dict[str, torch.Tensor], where: Path, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``in_chans`` and ``img_size`` of a registry encoder from its weights' shapes."""
-    conv = state.get("patch_embed.proj.weight", state.get("patch_embed.proj.0.weight"))
-    if conv is None or "pos_embed" not in state:
-        raise ValueError(f"{where}: no 'patch_embed' / 'pos_embed' weights; not a medvl PatchEncoder state dict")
-    with torch.device("meta"):
-        ref = create_encoder(arch, **{**kwargs, "in_chans": conv.shape[1]})
-    n = state["pos_embed"].shape[1] - ref.num_prefix_tokens
-    dims = ref.config.spatial_dims
-    g = round(n ** (1 / dims))
-    if g**dims != n:
-        raise ValueError(f"{where}: {n} position embeddings do not form a square/cubic grid")
-    ps = ref.patch_embed.patch_size
-    sizes = [g * p for p in (ps if isinstance(ps, tuple) else (ps,) * dims)]
-    return {"img_size": sizes[0] if len(set(sizes)) == 1 else sizes, "in_chans": conv.shape[1]}
-
-
-def _read_source(source: Any, arch: str | None, kwargs: dict[str, Any]) -> _Source:
-    if isinstance(source, PatchEncoder):
-        cfg = source.config
-        pre = _preprocessing(cfg.img_size, cfg.in_chans)
-        return _Source(encoder=copy.deepcopy(source), preprocessing=pre, origin="module")  # the caller's stays put
-    path = Path(source)
-    if path.is_dir():
-        return _from_export(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file or export folder")
-    if path.suffix != ".safetensors":
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle and zip errors share no base class
-            raise ValueError(f"{path}: cannot read as a checkpoint ({type(err).__name__}: {err})") from err
-        if isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt:
-            return _from_task_checkpoint(ckpt, str(path))
-    return _from_state_dict(path, arch, kwargs)
-
-
-# ------------------------------------------------------------------ architecture bookkeeping
-@functools.lru_cache(maxsize=1)
-def _registry_configs(names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Each registered vision variant's config, built on the meta device (no memory, no init)."""
-    out = {}
-    with torch.device("meta"):
-        for name in names:
-            enc = create_encoder(name)
-            if isinstance(enc, PatchEncoder):
-                out[name] = dataclasses.asdict(enc.config)
-    return out
-
-
-def _closest_architecture(config: VisionConfig) -> tuple[str, dict[str, Any]]:
-    """The registered variant needing the fewest overrides to give ``config``, and those overrides."""
-    want = dataclasses.asdict(config)
-    best: tuple[int, str, dict[str, Any]] | None = None
-    for name, have in _registry_configs(tuple(list_encoders(kind="vision"))).items():
-        diff = {k: v for k, v in want.items() if have.get(k) != v}
-        if best is None or len(diff) < best[0]:
-            best = (len(diff), name, diff)
-    assert best is not None, "no vision encoder registered"
-    _, name, diff = best
-    kwargs = {"img_size": config.img_size, "in_chans": config.in_chans, **diff}
-    return name, {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
-
-
+# ------------------------------------------------------------------ bookkeeping
 def _json_ready(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_json_ready(v) for v in value]
@@ -388,16 +200,17 @@ def export_encoder(
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown export formats {sorted(unknown)}; expected some of {FORMATS}")
-    src = _read_source(checkpoint, arch, dict(encoder_kwargs or {}))
-    pre = src.preprocessing
+    src = read_encoder_source(checkpoint, arch=arch, encoder_kwargs=encoder_kwargs)
+    pre = dict(src.preprocessing)
     for key, value in (("mean", image_mean), ("std", image_std), ("window", window)):
         if value is not None:
             pre[key] = list(value) if isinstance(value, tuple) else value
+    for key, value in _DEFAULT_NORMALISATION.items():
+        if pre.get(key) is None:
+            pre[key] = value
     Preprocessor.from_config(pre)  # validates mean/std against the channels
     encoder = src.encoder.cpu().eval()
-    if src.architecture is None:
-        src.architecture, src.encoder_kwargs = _closest_architecture(encoder.config)
-    from medvl.encoders.interop import _norm_flags, vision_config_dict
+    from medvl.encoders.interop import vision_config_dict
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -414,7 +227,6 @@ def export_encoder(
         "architecture": src.architecture,
         "encoder_kwargs": _json_ready(src.encoder_kwargs),
         "vision_config": vision_config_dict(encoder.config),
-        "norms": _norm_flags(encoder),
         "num_features": encoder.num_features,
         "num_params": sum(p.numel() for p in encoder.parameters()),
         "embed_dim": src.embed_dim,
@@ -422,6 +234,7 @@ def export_encoder(
         "task": src.task,
         "source": src.origin,
         "preprocessing": _json_ready(pre),
+        "label_names": src.label_names,
         "inputs": "image (B, in_chans, img_size, img_size), normalised: (x - mean) / std of [0, 1] grey levels",
     }
     from medvl.kernels import use_fused
@@ -450,7 +263,7 @@ def export_encoder(
 # ------------------------------------------------------------------ model card
 def _model_card(cfg: dict[str, Any], extra: dict[str, Any]) -> str:
     vc, pre = cfg["vision_config"], cfg["preprocessing"]
-    norms = [n for n, on in cfg["norms"].items() if on]
+    norms = [n for n in ("pre_norm", "fc_norm") if vc[n]]
     arch = (f"Vision Transformer (`medvl.encoders.PatchEncoder`, closest registered variant `{cfg['architecture']}`): "
             f"{vc['stem']} stem, patch {vc['patch_size']}, width {vc['embed_dim']}, depth {vc['depth']}, "
             f"{vc['num_heads']} heads, MLP ratio {vc['mlp_ratio']}, "
@@ -527,32 +340,6 @@ def _model_card(cfg: dict[str, Any], extra: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ loading
-def _read_config(folder: Path) -> dict[str, Any]:
-    cfg_path = folder / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{folder}: no config.json; not a medvl export folder")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{cfg_path}: unsupported export format {cfg.get('format')!r}")
-    return cfg
-
-
-def _build_from_config(cfg: dict[str, Any], folder: Path) -> PatchEncoder:
-    from safetensors.torch import load_file
-
-    from medvl.encoders.interop import build_patch_encoder
-
-    if "vision_config" in cfg:
-        encoder = build_patch_encoder(VisionConfig(**cfg["vision_config"]), **cfg.get("norms", {}))
-    else:  # exports written before vision_config was recorded
-        encoder = create_encoder(cfg["architecture"], **cfg["encoder_kwargs"])
-    try:
-        encoder.load_state_dict(load_file(str(folder / "model.safetensors")))
-    except RuntimeError as err:
-        raise ValueError(f"{folder / 'model.safetensors'}: does not fit config.json: {err}") from err
-    return encoder
-
-
 def _encode(self: PatchEncoder, images: ImageInput) -> torch.Tensor:
     """Preprocesses ``images`` (path, array, tensor or list) and returns pooled features ``(B, D)``."""
     param = next(self.parameters())
@@ -577,23 +364,25 @@ def load_encoder(path: str | Path, *, with_projection: bool = False) -> nn.Modul
     Returns:
         The encoder, or ``(encoder, projection)``.
     """
-    from safetensors.torch import load_file
-
     from medvl.heads import ProjectionHead
 
     path = Path(path)
-    cfg = _read_config(path)
-    encoder = _build_from_config(cfg, path)
-    encoder.pretrained_cfg = cfg["preprocessing"]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: not an export folder (write one with medvl.export_encoder / medvl export)")
+    src = read_encoder_source(path)
+    encoder = src.encoder
+    encoder.pretrained_cfg = src.preprocessing
     if encoder.config.spatial_dims == 2:
-        encoder.preprocess = Preprocessor.from_config(cfg["preprocessing"])
+        encoder.preprocess = Preprocessor.from_config(src.preprocessing)
         encoder.encode = types.MethodType(_encode, encoder)
     encoder.eval()
     if not with_projection:
         return encoder
-    proj_file = path / "projection.safetensors"
-    if not proj_file.is_file():
+    if src.projection is None:
         raise FileNotFoundError(f"{path}: no projection.safetensors; this export has no projection head")
-    head = ProjectionHead(encoder.num_features, cfg["embed_dim"], cfg["projection"] or "linear")
-    head.load_state_dict(load_file(str(proj_file)))
+    head = ProjectionHead(encoder.num_features, src.embed_dim, src.projection_kind or "linear")
+    try:
+        head.load_state_dict(src.projection)
+    except RuntimeError as err:
+        raise ValueError(f"{path / 'projection.safetensors'}: does not fit config.json: {err}") from err
     return encoder, head.eval()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from medvl._preprocess import Preprocessor, resize_longest_pad
 from medvl.data.dicom import WINDOW_PRESETS
 from medvl.encoders import create_encoder
 from medvl.export import export_encoder, load_encoder
+from tests._multiprocess import run_python
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
     main([
         "fit", "--model", "medvl.models.ContrastivePretraining",
         "--model.vision_encoder", "test_vit_tiny_patch8", "--model.text_encoder", "test_text_tiny",
-        "--model.img_size", "32", "--model.embed_dim", "16",
+        "--model.embed_dim", "16",
         "--data", "medvl.datamodules.SyntheticCXR", "--data.root", str(data), "--data.img_size", "32",
         "--data.batch_size", "4",
         "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
@@ -64,6 +63,8 @@ def test_export_writes_every_format_and_a_card(run):
     pre = cfg["preprocessing"]
     assert (pre["in_chans"], pre["img_size"], pre["mean"], pre["std"]) == (1, 32, 0.5, 0.25)
     assert "window" in pre and cfg["timm"]["kwargs"]["in_chans"] == 1
+    hp = torch.load(run["ckpt"], map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert cfg["label_names"] == hp["label_names"]  # what the data module linked into the task
     card = (out / "README.md").read_text()
     for section in ("## Architecture", "## Preprocessing", "## Intended use", "## How to load", "## Training data",
                     "## Metrics", "timm.create_model", "torch.jit.load", f"{cfg['num_params']:,}"):
@@ -153,7 +154,7 @@ def test_load_encoder_needs_no_lightning(run):
         "print(json.dumps({'lightning': sorted(m for m in sys.modules if m.split('.')[0] in "
         "('lightning', 'pytorch_lightning')), 'features': f[0].tolist()}))\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    res = run_python(["-c", code], timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["lightning"] == []
@@ -168,8 +169,8 @@ def test_existing_load_encoder_contract(run):
     module = ContrastivePretraining.load_from_checkpoint(run["ckpt"], map_location="cpu", weights_only=True).eval()
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
-        expected, _ = module.encode_image(x)
-        xn = (x - encoder.pretrained_cfg["mean"]) / encoder.pretrained_cfg["std"]
+        xn = (x - encoder.pretrained_cfg["mean"]) / encoder.pretrained_cfg["std"]  # the data normalises, not the task
+        expected = module.model.encode_image(xn)
         got = torch.nn.functional.normalize(proj(_features(encoder, xn)), dim=-1)
         torch.testing.assert_close(got, expected)
         # encode() does the same normalisation itself
@@ -180,14 +181,15 @@ def test_reexport_folder_and_plain_state_dict(run, tmp_path):
     again = export_encoder(run["out"], tmp_path / "again", formats=())
     cfg_a = json.loads((run["out"] / "config.json").read_text())
     cfg_b = json.loads((again / "config.json").read_text())
-    for key in ("architecture", "encoder_kwargs", "preprocessing", "projection", "embed_dim", "task"):
+    for key in ("architecture", "encoder_kwargs", "vision_config", "preprocessing", "projection", "embed_dim", "task",
+                "label_names"):
         assert cfg_b[key] == cfg_a[key], key
     assert cfg_b["source"] == "export folder" and "timm" not in cfg_b
 
     encoder = load_encoder(run["out"])
     sd_file = tmp_path / "encoder.pth"
     torch.save({"state_dict": {f"visual.{k}": v for k, v in encoder.state_dict().items()}}, sd_file)
-    with pytest.raises(ValueError, match="encoder.pth: a plain state dict; pass arch="):
+    with pytest.raises(ValueError, match="encoder.pth: a plain state dict.*pass arch="):
         export_encoder(sd_file, tmp_path / "plain", formats=())
     plain = export_encoder(sd_file, tmp_path / "plain", arch="test_vit_tiny_patch8", formats=(), image_mean=0.5,
                            image_std=0.25)
@@ -214,7 +216,7 @@ def test_converted_open_clip_tower_exports_to_timm(tmp_path):
         enc.patch_embed.proj.bias.normal_()  # as after fine-tuning in medvl: a bias timm's CLIP ViT lacks
     out = export_encoder(enc, tmp_path / "clip", formats=("timm",), image_mean=0.5, image_std=0.25)
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["norms"] == {"pre_norm": True, "fc_norm": False}
+    assert cfg["vision_config"]["pre_norm"] and not cfg["vision_config"]["fc_norm"] and "norms" not in cfg
     assert cfg["timm"]["arch"].endswith("clip_224") and cfg["vision_config"]["norm_eps"] == 1e-5
     model = timm.create_model(cfg["timm"]["arch"], pretrained=True,
                               pretrained_cfg_overlay=dict(file=str(out / cfg["timm"]["file"])),
@@ -242,7 +244,7 @@ def test_timm_state_dict_round_trip(tmp_path):
                  "--window", "lung"]) == 0
     assert not (out / "model.onnx").exists() and not (out / "model.torchscript.pt").exists()
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["source"] == "timm state dict" and cfg["norms"]["fc_norm"] and cfg["vision_config"]["fc_norm"]
+    assert cfg["source"] == "timm state dict" and cfg["vision_config"]["fc_norm"]
     assert cfg["preprocessing"]["window"] == list(WINDOW_PRESETS["lung"])
     spec = cfg["timm"]
     again = timm.create_model(spec["arch"], pretrained=True, pretrained_cfg_overlay=dict(file=str(out / spec["file"])),

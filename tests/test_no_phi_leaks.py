@@ -59,7 +59,7 @@ def test_cache_run_export_and_logs_hold_no_identifiers(dataset, tmp_path, capsys
                  "--workers", "0"]) == 0
     run = tmp_path / "run"
     model = ["--model", "medvl.models.ContrastivePretraining", "--model.vision_encoder", "test_vit_tiny_patch8",
-             "--model.text_encoder", "test_text_tiny", "--model.img_size", "32", "--model.embed_dim", "16"]
+             "--model.text_encoder", "test_text_tiny", "--model.embed_dim", "16"]
     data = ["--data", "medvl.datamodules.SyntheticCXR", "--data.root", str(dataset), "--data.img_size", "32",
             "--data.batch_size", "4", "--data.cache_dir", str(cache)]
     trainer = ["--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests._multiprocess import run_python
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -40,8 +40,7 @@ def test_notebook_runs(notebook, tiny_export, tmp_path):
     script = tmp_path / f"{notebook.stem}.py"
     script.write_text(_code(notebook))
     env = {**os.environ, "MEDVL_EXPORT": str(tiny_export), "MPLBACKEND": "Agg"}
-    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    res = run_python([str(script)], cwd=tmp_path, env=env, timeout=600)
     assert res.returncode == 0, f"{notebook.name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
     if "figures" in script.read_text():
         pngs = list((tmp_path / "figures").glob("*.png"))

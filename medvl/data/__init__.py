@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from medvl._lazy import lazy_attributes
+from medvl.data.deid import IDENTIFYING_KEYWORDS
 from medvl.data.dicom import (
-    IDENTIFYING_KEYWORDS,
     META_KEYS,
     WINDOW_PRESETS,
     DicomImage,

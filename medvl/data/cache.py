@@ -1,15 +1,17 @@
 """A preprocessed, memory-mapped image cache: decode every study once, read it fast ever after.
 
-``build_cache`` runs the deterministic part of the image pipeline (DICOM/PNG/JPEG decode
-with modality LUT, VOI LUT or an explicit window, MONOCHROME1 inversion, colour to grey,
+``build_cache`` runs the deterministic prefix of the image pipeline
+(:meth:`medvl.data.pipeline.ImagePipeline.load`: DICOM/PNG/JPEG decode with modality LUT,
+VOI LUT or an explicit window, MONOCHROME1 inversion, colour to the encoder's channels,
 longest-side resize and zero pad) once per item and stores the result as fixed-size
 ``uint8`` or ``uint16`` arrays in ``.npy`` shards that are opened with ``mmap_mode="r"``.
-Training then costs one page-cache read per sample instead of a DICOM decode.
+Training then costs one page-cache read per sample instead of a DICOM decode;
+augmentation and normalisation run after the cache.
 
 The layout of a cache folder::
 
     spec.json              the CacheSpec and its fingerprint (written first)
-    shard_00000.npy        (n, S, S) uint8/uint16, row i = item i of the shard
+    shard_00000.npy        (n, C, S, S) uint8/uint16, row i = item i of the shard
     shard_00000.json       per-item status: ok, or skipped with the reason
     ...
     manifest.jsonl         one row per readable item: the source row's non-image fields,
@@ -29,9 +31,10 @@ Guarantees:
 * **No identifying values**: pixels, the non-identifying manifest fields and hashes only;
   :attr:`medvl.data.DicomImage.meta` is not stored, source paths are stored as hashes.
 
-:class:`CachedImageDataset` reads a cache. It opens shards lazily in whichever process
-touches them first, so it pickles into data-loader workers and DDP processes cheaply and
-every process maps the same files read-only.
+:class:`CacheReader` reads a cache for :class:`medvl.data.dataset.ImageReportDataset`. It
+opens shards lazily in whichever process touches them first, so it pickles into
+data-loader workers and DDP processes cheaply and every process maps the same files
+read-only.
 """
 
 from __future__ import annotations
@@ -45,18 +48,21 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from medvl.data.dicom import DicomReadError, read_image
+from medvl.data.dicom import DicomReadError
+
+if TYPE_CHECKING:
+    from medvl.data.pipeline import ImagePipeline
 
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "CacheMismatchError",
+    "CacheReader",
     "CacheSpec",
     "CacheSummary",
-    "CachedImageDataset",
     "build_cache",
     "is_complete",
     "read_cache_manifest",
@@ -64,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 """Bumped whenever the on-disk layout or the preprocessing code changes meaning."""
 
 # Row fields never copied into the cache manifest: the image path is replaced by its hash.
@@ -88,6 +94,7 @@ class CacheSpec:
             ``(centre, width)`` pair in modality units that overrides it.
         shard_size: Items per shard: large enough for sequential reads, small enough
             that a resumed build loses little work.
+        in_chans: Channels C of the stored images (colour folded to luma for 1).
         version: :data:`CACHE_FORMAT_VERSION` at build time.
     """
 
@@ -95,17 +102,29 @@ class CacheSpec:
     dtype: Literal["uint8", "uint16"] = "uint8"
     window: tuple[float, float] | str | None = None
     shard_size: int = 512
+    in_chans: int = 1
     version: int = CACHE_FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.img_size < 1:
-            raise ValueError(f"img_size must be >= 1, got {self.img_size}")
+        if self.img_size < 1 or self.in_chans < 1:
+            raise ValueError(f"img_size and in_chans must be >= 1, got {self.img_size} and {self.in_chans}")
         if self.dtype not in ("uint8", "uint16"):
             raise ValueError(f"dtype must be 'uint8' or 'uint16', got {self.dtype!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if isinstance(self.window, list):  # JSON round trip
             object.__setattr__(self, "window", tuple(float(v) for v in self.window))
+
+    @classmethod
+    def for_pipeline(cls, pipeline: ImagePipeline, **kwargs: Any) -> CacheSpec:
+        """The spec that stores ``pipeline``'s prefix (``dtype``/``shard_size`` in ``kwargs``)."""
+        return cls(img_size=pipeline.img_size, in_chans=pipeline.in_chans, window=pipeline.window, **kwargs)
+
+    def pipeline(self) -> ImagePipeline:
+        """An image pipeline whose prefix is what this cache stores."""
+        from medvl.data.pipeline import ImagePipeline
+
+        return ImagePipeline(self.img_size, self.in_chans, self.window)
 
     @property
     def max_value(self) -> int:
@@ -176,37 +195,21 @@ def _write_json(path: Path, obj: Any) -> None:
     _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=True), "utf-8"))
 
 
-def preprocess_image(path: str | os.PathLike[str], spec: CacheSpec) -> np.ndarray:
-    """Decode and resize one file to an (S, S) float32 array in [0, 1] (the cached transform).
-
-    Raises:
-        DicomReadError: The file cannot be read.
-    """
-    from medvl.data.transforms import ResizeLongestPad
-
-    img = read_image(path, window=spec.window).pixels
-    if img.ndim == 4 or (img.ndim == 3 and img.shape[-1] != 3):
-        img = img[0]  # multi-frame: the first frame
-    if img.ndim == 3:  # colour (H, W, 3) -> grey, ITU-R BT.601 luma
-        img = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return ResizeLongestPad(spec.img_size)(img[None].astype(np.float32))[0]
-
-
 def _build_shard(
     shard: int, items: list[tuple[str, str]], out_dir: str, spec: CacheSpec
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Build one shard in a worker process; return its per-item status list."""
+    """Build one shard (in a worker process); return its per-item status list."""
     out = Path(out_dir)
     npy = out / f"shard_{shard:05d}.npy"
     status: list[dict[str, Any]] = []
+    pipeline = spec.pipeline()
+    shape = (len(items), spec.in_chans, spec.img_size, spec.img_size)
 
     def write(tmp: Path) -> None:
-        arr = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=spec.dtype, shape=(len(items), spec.img_size, spec.img_size)
-        )
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=spec.dtype, shape=shape)
         for row, (study_id, source) in enumerate(items):
             try:
-                img = preprocess_image(source, spec)
+                img = pipeline.load(source)  # (C, S, S) in [0, 1]
                 arr[row] = np.rint(np.clip(img, 0.0, 1.0) * spec.max_value).astype(spec.dtype)
                 status.append({"study_id": study_id, "ok": True})
             except DicomReadError as err:
@@ -310,10 +313,10 @@ def build_cache(
             else:
                 import multiprocessing as mp
 
-                # fork (as torch's DataLoader does on Linux) skips re-importing torch and
-                # MONAI in every worker; elsewhere spawn.
-                methods = mp.get_all_start_methods()
-                ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+                # spawn, not fork: forking a process whose torch/OpenMP thread pools already
+                # run can leave the children waiting forever on a lock held by a thread that
+                # did not survive the fork. Each worker pays one import of torch and MONAI.
+                ctx = mp.get_context("spawn")
                 with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
                     futures = [pool.submit(_build_shard, i, jobs(i), str(out), spec) for i in todo]
                     for fut in as_completed(futures):
@@ -371,42 +374,31 @@ def read_cache_manifest(out_dir: str | os.PathLike[str], *, split: str | None = 
     return rows
 
 
-class CachedImageDataset:
-    """Samples from a cache, as dicts with the same keys as the uncached dataset.
+class CacheReader:
+    """Reads the images of a finished cache; pickles into worker processes without its maps.
 
     Args:
         cache_dir: A finished cache folder.
-        records: Rows of :func:`read_cache_manifest` (e.g. one split).
-        label_names: Label columns, in order; a finding missing from a row is -1.
-        text_key: Row field used as ``sample["report"]``.
-        augment: Optional random dict transform on key ``image`` ((1, S, S) float32).
     """
 
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike[str],
-        records: Sequence[dict[str, Any]],
-        *,
-        label_names: Sequence[str],
-        text_key: str = "report",
-        augment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, cache_dir: str | os.PathLike[str]) -> None:
         self.cache_dir = Path(cache_dir)
         info = json.loads((self.cache_dir / "spec.json").read_text("utf-8"))
         self.spec = CacheSpec(**info["spec"])
-        self.records = list(records)
-        self.label_names = list(label_names)
-        self.text_key = text_key
-        self.augment = augment
-        self.skipped: dict[str, str] = {}
         self._shards: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def __getstate__(self) -> dict[str, Any]:
         # Memory maps are per process: workers reopen the shards they touch.
         return {**self.__dict__, "_shards": {}}
+
+    def check(self, pipeline: ImagePipeline) -> None:
+        """Raises CacheMismatchError unless the cache stores ``pipeline``'s prefix."""
+        want = CacheSpec.for_pipeline(pipeline, dtype=self.spec.dtype, shard_size=self.spec.shard_size)
+        if want.fingerprint() != self.spec.fingerprint():
+            raise CacheMismatchError(
+                f"{self.cache_dir}: cache holds {self.spec} but the pipeline wants size {pipeline.img_size}, "
+                f"{pipeline.in_chans} channel(s), window {pipeline.window}; use another cache folder"
+            )
 
     def _shard(self, index: int) -> np.ndarray:
         arr = self._shards.get(index)
@@ -415,24 +407,7 @@ class CachedImageDataset:
             self._shards[index] = arr
         return arr
 
-    def image(self, index: int) -> np.ndarray:
-        """The (1, S, S) float32 image in [0, 1] of item ``index``."""
-        rec = self.records[index]
-        raw = self._shard(int(rec["cache_shard"]))[int(rec["cache_row"])]
-        return (raw.astype(np.float32) * (1.0 / self.spec.max_value))[None]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        import torch
-
-        rec = self.records[index]
-        img = self.image(index)
-        if self.augment is not None:
-            img = self.augment({"image": img})["image"]
-        raw = rec.get("labels") or {}
-        labels = torch.tensor([float(raw.get(n, -1)) for n in self.label_names], dtype=torch.float32)
-        return {
-            "image": torch.as_tensor(np.ascontiguousarray(img), dtype=torch.float32),
-            "report": str(rec.get(self.text_key) or ""),
-            "labels": labels,
-            "study_id": str(rec["study_id"]),
-        }
+    def image(self, record: dict[str, Any]) -> np.ndarray:
+        """The ``(C, S, S)`` float32 image in [0, 1] of a cache-manifest row."""
+        raw = self._shard(int(record["cache_shard"]))[int(record["cache_row"])]
+        return raw.astype(np.float32) * np.float32(1.0 / self.spec.max_value)

@@ -5,9 +5,14 @@ A manifest is JSON Lines, one study per line, with at least ``study_id``, ``imag
 (``report``, ``findings``, ``impression``), plus optional ``labels`` ({finding: 1|0|-1})
 and ``vqa`` pairs. :func:`medvl.data.synth.generate_dataset` writes this format.
 
-Samples are dicts with named keys. A file that cannot be read does not crash a run: the
-sample comes back as ``{"skipped": reason}``, :func:`collate_samples` drops it and
-counts it in ``batch["n_skipped"]``, and the task reports the count per epoch.
+Samples are dicts with named keys. Images go through one
+:class:`~medvl.data.pipeline.ImagePipeline`: its deterministic prefix is read from the
+file, from memory (``preload``) or from a prepared cache (:mod:`medvl.data.cache`), then
+augmentation and normalisation follow. A file that cannot be read does not crash a run:
+the sample comes back as ``{"skipped": reason}``, :class:`Collate` drops it and counts it
+in ``batch["n_skipped"]``, and the task reports the count per epoch. :class:`Collate` also
+tokenises text fields with the task's tokenizers, so tokenisation runs in the loader
+workers.
 """
 
 from __future__ import annotations
@@ -15,16 +20,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medvl.data.dicom import DicomReadError, read_image
-from medvl.data.transforms import ResizeLongestPad
+from medvl.data.dicom import DicomReadError
 
-__all__ = ["ManifestError", "read_manifest", "ImageReportDataset", "collate_samples"]
+if TYPE_CHECKING:
+    from medvl.data.cache import CacheReader
+    from medvl.data.pipeline import ImagePipeline
+
+__all__ = ["Collate", "ManifestError", "read_manifest", "ImageReportDataset", "collate_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -76,62 +84,64 @@ def read_manifest(path: str | Path, *, split: str | None = None) -> list[dict[st
 
 
 class ImageReportDataset(Dataset):
-    """Images, texts and labels from manifest rows.
+    """Images, texts and labels from manifest rows, through one image pipeline.
 
     Args:
-        records: Manifest rows (see :func:`read_manifest`).
-        root: Folder the rows' ``image`` paths are relative to.
-        img_size: Images are resized (longest side) and zero-padded to this square size.
+        records: Manifest rows (see :func:`read_manifest`); with ``cache``, the rows of
+            :func:`medvl.data.cache.read_cache_manifest`.
+        root: Folder the rows' ``image`` paths are relative to (not needed with ``cache``).
+        pipeline: The image pipeline; its prefix runs here unless ``cache`` holds it.
         label_names: Label columns, in order; a finding missing from a row is -1 (ignored).
-        text_key: Row field used as ``batch["report"]``: ``report``, ``findings`` or ``impression``.
-        augment: Optional random dict transform on key ``image`` (a (1, S, S) float32
-            array), e.g. :class:`medvl.data.transforms.AlbumentationsD`; applied after the
-            cached deterministic preprocessing.
-        window: Explicit (centre, width) overriding each file's own window.
-        preload: Decode and resize every image once, up front (see :meth:`preload`).
+        text_key: Row field used as ``sample["report"]``: ``report``, ``findings`` or ``impression``.
+        cache: A prepared cache holding the pipeline's prefix (same size, channels, window).
+        preload: Run the prefix on every image once, up front (see :meth:`preload`).
+        progress: Show a progress bar while preloading.
     """
 
     def __init__(
         self,
         records: Sequence[dict[str, Any]],
-        root: str | Path,
+        root: str | Path | None = None,
         *,
-        img_size: int,
+        pipeline: ImagePipeline,
         label_names: Sequence[str],
         text_key: str = "report",
-        augment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        window: tuple[float, float] | None = None,
+        cache: CacheReader | None = None,
         preload: bool = False,
         progress: bool = True,
     ) -> None:
         self.records = list(records)
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else None
+        self.pipeline = pipeline
         self.label_names = list(label_names)
         self.text_key = text_key
-        self.augment = augment
-        self.window = window
-        self.resize = ResizeLongestPad(img_size)
+        self.cache = cache
+        if cache is not None:
+            cache.check(pipeline)
+        elif self.root is None:
+            raise ValueError("ImageReportDataset needs the image root folder (or a cache)")
         self.skipped: dict[str, str] = {}  # study_id -> reason, for files found bad up front
-        self._cache: torch.Tensor | None = None
-        if preload:
+        self._preloaded: torch.Tensor | None = None
+        if preload and cache is None:
             self.preload(progress=progress)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def load_image(self, index: int) -> np.ndarray:
-        """Read and resize one image to (1, S, S) float32 in [0, 1]; raises DicomReadError."""
-        path = self.root / self.records[index]["image"]
-        img = read_image(path, window=self.window).pixels
-        if img.ndim == 3:  # colour (H, W, 3) -> grey, ITU-R BT.601 luma
-            img = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        return self.resize(img[None].astype(np.float32))
+    def load_image(self, index: int) -> np.ndarray | torch.Tensor:
+        """The pipeline prefix of item ``index``: ``(C, S, S)`` float32 in [0, 1]; raises DicomReadError."""
+        if self._preloaded is not None:
+            return self._preloaded[index].float()
+        rec = self.records[index]
+        if self.cache is not None:
+            return self.cache.image(rec)
+        return self.pipeline.load(self.root / rec["image"])
 
     def preload(self, progress: bool = True) -> None:
-        """Decode every image once and keep the resized result in memory as float16.
+        """Run the prefix on every image once and keep the result in memory as float16.
 
         Unreadable files are dropped from the dataset and recorded in :attr:`skipped`.
-        The cache is a single tensor, so forked data-loader workers share it.
+        The result is a single tensor, so forked data-loader workers share it.
         """
         from rich.progress import track
 
@@ -139,14 +149,14 @@ class ImageReportDataset(Dataset):
         it = range(len(self.records))
         for i in track(it, description="decoding images", disable=not progress, transient=True):
             try:
-                arrays.append(torch.from_numpy(self.load_image(i)).half())
+                arrays.append(torch.as_tensor(self.load_image(i)).half())
                 keep.append(self.records[i])
             except DicomReadError as e:
                 self.skipped[str(self.records[i]["study_id"])] = e.reason
         if self.skipped:
             log.warning("skipped %d unreadable image(s) of %d", len(self.skipped), len(self.records))
         self.records = keep
-        self._cache = torch.stack(arrays) if arrays else torch.zeros(0)
+        self._preloaded = torch.stack(arrays) if arrays else torch.zeros(0)
 
     def labels(self, record: dict[str, Any]) -> torch.Tensor:
         raw = record.get("labels") or {}
@@ -154,33 +164,47 @@ class ImageReportDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
-        if self._cache is not None:
-            img = self._cache[index].float().numpy()
-        else:
-            try:
-                img = self.load_image(index)
-            except DicomReadError as e:
-                return {"skipped": str(e)}
-        if self.augment is not None:
-            img = self.augment({"image": img})["image"]
+        try:
+            img = self.load_image(index)
+        except DicomReadError as e:
+            return {"skipped": str(e)}
         return {
-            "image": torch.as_tensor(np.ascontiguousarray(img), dtype=torch.float32),
+            "image": self.pipeline.finish(img),
             "report": str(rec.get(self.text_key) or ""),
             "labels": self.labels(rec),
             "study_id": str(rec["study_id"]),
         }
 
 
-def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors, keep strings as lists, drop skipped samples and count them."""
-    good = [s for s in samples if "skipped" not in s]
-    for s in samples:
-        if "skipped" in s:
-            log.warning("skipping sample: %s", s["skipped"])
-    batch: dict[str, Any] = {"n_skipped": len(samples) - len(good)}
-    if not good:
+class Collate:
+    """Batch samples: stack tensors, keep strings as lists, drop skipped samples and count them.
+
+    Args:
+        tokenizers: ``{text field: tokenizer}``; each tokenizer maps a list of strings to
+            ``{"input_ids": (B, T), "attention_mask": (B, T)}``, stored as
+            ``batch[f"{field}_tokens"]``. Picklable, as it runs in loader workers.
+    """
+
+    def __init__(self, tokenizers: Mapping[str, Callable[[list[str]], dict[str, torch.Tensor]]] | None = None) -> None:
+        self.tokenizers = dict(tokenizers or {})
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        good = [s for s in samples if "skipped" not in s]
+        for s in samples:
+            if "skipped" in s:
+                log.warning("skipping sample: %s", s["skipped"])
+        batch: dict[str, Any] = {"n_skipped": len(samples) - len(good)}
+        if not good:
+            return batch
+        for key in good[0]:
+            vals = [s[key] for s in good]
+            batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+        for field, tokenize in self.tokenizers.items():
+            if field not in batch:
+                raise KeyError(f"cannot tokenise {field!r}: the samples have {sorted(good[0])}")
+            batch[f"{field}_tokens"] = dict(tokenize(list(batch[field])))
         return batch
-    for key in good[0]:
-        vals = [s[key] for s in good]
-        batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
-    return batch
+
+
+collate_samples = Collate()
+"""Collation without tokenisation."""

@@ -13,7 +13,7 @@ options) for what medvl users share: de-identified copies of a training set.
   same original UID maps to the same new UID everywhere in the dataset and references
   between instances survive.
 * Dates, times and date-times (VR ``DA``, ``TM``, ``DT``) are emptied.
-* Every other attribute listed in :data:`medvl.data.dicom.IDENTIFYING_KEYWORDS`
+* Every other attribute listed in :data:`IDENTIFYING_KEYWORDS`
   (addresses, institution, physicians, accession number, free-text comments, device
   identifiers, ...) is removed, and so are all private tags.
 * Patient Identity Removed is set to ``YES`` with De-identification Method and the
@@ -33,11 +33,110 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medvl.data.dicom import IDENTIFYING_KEYWORDS, DicomReadError
+# No medvl import at module level: the DICOM reader imports IDENTIFYING_KEYWORDS from
+# here, so DicomReadError (medvl.data.pixels) is imported where it is raised.
 
-__all__ = ["Deidentifier", "DeidResult", "deidentify_dataset", "deidentify_file"]
+__all__ = ["IDENTIFYING_KEYWORDS", "Deidentifier", "DeidResult", "deidentify_dataset", "deidentify_file"]
 
 METHOD = "medvl basic profile (DICOM PS3.15 Annex E, Table E.1-1)"
+
+IDENTIFYING_KEYWORDS: frozenset[str] = frozenset(
+    {
+        # Patient
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "PatientTelecomInformation",
+        "PatientInsurancePlanCodeSequence",
+        "MedicalRecordLocator",
+        "MilitaryRank",
+        "BranchOfService",
+        "EthnicGroup",
+        "Occupation",
+        "PatientReligiousPreference",
+        "CountryOfResidence",
+        "RegionOfResidence",
+        "PatientComments",
+        "AdditionalPatientHistory",
+        "ResponsiblePerson",
+        "ResponsibleOrganization",
+        "PersonName",
+        # Study / visit
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "StudyComments",
+        "AdmissionID",
+        "AdmittingDiagnosesDescription",
+        "RequestingPhysician",
+        "RequestAttributesSequence",
+        "RequestedProcedureID",
+        "ScheduledProcedureStepID",
+        "PerformedProcedureStepID",
+        "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+        "PerformedProcedureStepDescription",
+        # People and places
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "ReferringPhysicianName",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "PhysiciansOfRecord",
+        "PerformingPhysicianName",
+        "NameOfPhysiciansReadingStudy",
+        "OperatorsName",
+        "StationName",
+        "DeviceSerialNumber",
+        "PlateID",
+        "DetectorID",
+        # Dates and times
+        "StudyDate",
+        "SeriesDate",
+        "AcquisitionDate",
+        "ContentDate",
+        "InstanceCreationDate",
+        "StudyTime",
+        "SeriesTime",
+        "AcquisitionTime",
+        "ContentTime",
+        "InstanceCreationTime",
+        "AcquisitionDateTime",
+        # Instance identifiers
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "MediaStorageSOPInstanceUID",
+        "ReferencedSOPInstanceUID",
+        "FrameOfReferenceUID",
+        "SynchronizationFrameOfReferenceUID",
+        "IrradiationEventUID",
+        "InstanceCreatorUID",
+        "StorageMediaFileSetUID",
+        "UID",
+        # Free text that often carries names
+        "ImageComments",
+        "DerivationDescription",
+        "SeriesDescription",
+        "ProtocolName",
+    }
+)
+"""DICOM keywords treated as identifying (after the PS3.15 Annex E basic profile).
+
+The reader (:mod:`medvl.data.dicom`) never copies any of these into
+:attr:`~medvl.data.dicom.DicomImage.meta` and scrubs their values from the library
+messages it quotes; :class:`Deidentifier` removes or replaces them.
+"""
 
 # Kept although identifying-looking: needed to read the file, not tied to a person.
 _KEEP_UIDS_VR_UI = frozenset({"TransferSyntaxUID", "SOPClassUID", "MediaStorageSOPClassUID",
@@ -161,6 +260,8 @@ def deidentify_file(
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    from medvl.data.pixels import DicomReadError
+
     try:
         ds = pydicom.dcmread(src)
     except InvalidDicomError as err:
@@ -203,6 +304,7 @@ def deidentify_dataset(
 
     from medvl.data.dataset import read_manifest
     from medvl.data.dicom import PIL_SUFFIXES
+    from medvl.data.pixels import DicomReadError
 
     manifest = Path(manifest)
     root, out = manifest.parent, Path(out_dir)

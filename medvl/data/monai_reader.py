@@ -33,7 +33,8 @@ import numpy as np
 from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-from medvl.data.dicom import DicomReadError, _frame_views, read_dicom
+from medvl.data.dicom import read_dicom
+from medvl.data.pixels import GREY, DicomReadError, frame_views
 from medvl.data.series import read_series
 
 __all__ = ["DICOM_SUFFIXES", "MedvlDicomReader"]
@@ -174,7 +175,7 @@ class MedvlDicomReader(ImageReader):
             output=self.output,
         )
         pixels = image.pixels
-        colour = image.meta["photometric_interpretation"] not in ("MONOCHROME1", "MONOCHROME2")
+        colour = image.meta["photometric_interpretation"] not in GREY
         frames = pixels.ndim == (4 if colour else 3)
         if colour and frames:
             raise DicomReadError(
@@ -232,7 +233,7 @@ def _plane_affine(path: Path, meta: dict[str, Any]) -> tuple[np.ndarray, bool]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(path, stop_before_pixels=True)  # already read once: parses
-    view = _frame_views(path, ds, 1)[0]
+    view = frame_views(path, ds, 1)[0]
     try:
         position = np.asarray([float(v) for v in view.ImagePositionPatient])
         orientation = np.asarray([float(v) for v in view.ImageOrientationPatient])

@@ -6,8 +6,9 @@ position (PS3.3 C.7.6.16). Slices are sorted by their position along the slice
 normal, ``n = row_cosine x column_cosine`` from *ImageOrientationPatient* and
 ``s = n . ImagePositionPatient`` (PS3.3 C.7.6.2.1.1; nibabel's "DICOM
 orientation" notes), and stacked after the modality LUT only: no window, no
-scaling to [0, 1]. Pixels go through :mod:`medvl.data.dicom`, so decoding,
-errors and functional groups behave exactly as for single images.
+scaling to [0, 1]. Pixels go through :mod:`medvl.data.pixels`, the pipeline of
+:func:`medvl.data.dicom.read_dicom`, so decoding, errors and functional groups
+behave exactly as for single images.
 
 Geometry policy. Always an error (:class:`~medvl.data.dicom.DicomReadError`):
 a slice without *ImagePositionPatient*, *ImageOrientationPatient* or
@@ -37,15 +38,17 @@ from typing import Any
 
 import numpy as np
 
-from medvl.data.dicom import (
+from medvl.data.pixels import (
+    GREY,
     DicomReadError,
-    _check_pixel_data,
-    _decode,
-    _error,
-    _frame_views,
-    _modality,
-    _open_dataset,
-    _photometric,
+    apply_modality,
+    check_pixel_data,
+    decode_pixels,
+    frame_views,
+    header_text,
+    open_dataset,
+    photometric_interpretation,
+    scrubbed_error,
 )
 
 __all__ = [
@@ -219,17 +222,17 @@ def read_series(
     volume = np.stack([s.values for s in slices])  # (D, H, W) float32
     if not np.isfinite(volume).all():
         raise DicomReadError(folder, "series values contain NaN or infinity")
-    modality = _text(meta_ds.get("Modality"))
+    modality = header_text(meta_ds.get("Modality"))
     meta = {
         "modality": modality,
-        "units": "HU" if modality == "CT" else _text(meta_ds.get("RescaleType")),
+        "units": "HU" if modality == "CT" else header_text(meta_ds.get("RescaleType")),
         "series_key": info.key,
         "num_slices": len(slices),
         "rows": first.shape[0],
         "columns": first.shape[1],
         "slice_thickness": first.thickness,
-        "body_part": _text(meta_ds.get("BodyPartExamined")),
-        "sop_class_uid": _text(meta_ds.get("SOPClassUID")),
+        "body_part": header_text(meta_ds.get("BodyPartExamined")),
+        "sop_class_uid": header_text(meta_ds.get("SOPClassUID")),
         "irregular": irregular,
     }
     return DicomVolume(
@@ -258,7 +261,7 @@ def _scan(folder: str | os.PathLike[str], *, recursive: bool) -> dict[str, tuple
     found: dict[str, list[tuple[str, Any, int]]] = {}
     for path in _candidates(root, recursive):
         try:
-            ds = _open_dataset(path, stop_before_pixels=True)
+            ds = open_dataset(path, stop_before_pixels=True)
         except DicomReadError as err:
             if err.reason.startswith("not a DICOM file"):
                 continue  # notes, DICOMDIR-less exports, thumbnails ...
@@ -273,14 +276,14 @@ def _scan(folder: str | os.PathLike[str], *, recursive: bool) -> dict[str, tuple
             uid = str(ds.get("SeriesInstanceUID", "") or "")
             int(ds.Rows), int(ds.Columns)
         except Exception as err:  # noqa: BLE001 - lazily converted, possibly corrupt elements
-            raise _error(path, "corrupt DICOM header", err, ds) from err
+            raise scrubbed_error(path, "corrupt DICOM header", err, ds) from err
         found.setdefault(uid, []).append((str(path), ds, frames))
     groups = {}
     for uid, members in found.items():
         first = members[0][1]
         info = SeriesInfo(
             key=series_key(uid),
-            modality=_text(first.get("Modality")),
+            modality=header_text(first.get("Modality")),
             num_files=len(members),
             num_slices=sum(frames for _, _, frames in members),
             rows=int(first.Rows),
@@ -323,28 +326,28 @@ def _choose(
 
 def _read_slices(path: str) -> list[_Slice]:
     """Decode every frame of one file to modality units, with each frame's geometry."""
-    ds = _open_dataset(path)
+    ds = open_dataset(path)
     try:
         return _slices_of(path, ds)
     except DicomReadError:
         raise
     except Exception as err:  # noqa: BLE001 - pydicom converts elements lazily: late parse errors
-        raise _error(path, "corrupt DICOM header", err, ds) from err
+        raise scrubbed_error(path, "corrupt DICOM header", err, ds) from err
 
 
 def _slices_of(path: str, ds: Any) -> list[_Slice]:
-    _, frames = _check_pixel_data(path, ds, all_frames=True, max_pixels=None)
-    photometric = _photometric(ds)
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    _, frames = check_pixel_data(path, ds, all_frames=True, max_pixels=None)
+    photometric = photometric_interpretation(ds)
+    if photometric not in GREY:
         raise DicomReadError(
             path, f"a volume needs greyscale slices, not {photometric or '(missing)'}"
         )
-    views = _frame_views(path, ds, frames)
+    views = frame_views(path, ds, frames)
     if frames > 1 and len(views) == 1:
         raise DicomReadError(
             path, "classic multi-frame image: its frames have no plane positions to sort by"
         )
-    values = _modality(_decode(path, ds, all_frames=True), views).astype(np.float32)
+    values = apply_modality(decode_pixels(path, ds, all_frames=True), views).astype(np.float32)
     values = values.reshape(frames, int(ds.Rows), int(ds.Columns))  # (F, H, W)
     slices = []
     for index, view in enumerate(views):
@@ -453,10 +456,3 @@ def _positive(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if number is not None and np.isfinite(number) and number > 0 else None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None

@@ -1,40 +1,33 @@
-"""MONAI dict transforms that turn an image path into a model-ready tensor.
+"""MONAI dict transforms of the image pipeline (:mod:`medvl.data.pipeline` composes them).
 
-Array + dict pairs in the MONAI style (``ResizeLongestPad`` / ``ResizeLongestPadd``):
+Array + dict pairs in the MONAI style (``ResizeLongestPad`` / ``ResizeLongestPadd``), thin
+wrappers over the functions of :mod:`medvl._preprocess`, so the training pipeline and
+an exported encoder's torch-only preprocessing run the same code:
 
 * :class:`LoadMedicalImage` / :class:`LoadMedicalImaged` read DICOM, PNG or JPEG
-  through :func:`medvl.data.dicom.read_image` into a ``(C, H, W)`` float32 array.
+  into a ``(C, H, W)`` float32 array in [0, 1] with the encoder's channel count.
 * :class:`ResizeLongestPad` / :class:`ResizeLongestPadd` resize keeping the aspect
   ratio (longest side = ``size``, antialiased) and zero-pad to a centred square.
 * :class:`AlbumentationsD` applies an albumentations pipeline to ``(C, H, W)``
   float images; :func:`default_train_augmentation` is a mild, radiograph-safe one.
-* :func:`build_image_transforms` composes the whole image branch for key ``"image"``.
-
-Intensity normalisation and tensor conversion come from MONAI unchanged, e.g.
-``monai.transforms.NormalizeIntensityd(keys="image", subtrahend=0.5, divisor=0.5)``
-after this pipeline, and ``monai.transforms.ToTensord``.
+* :class:`NormalizeImaged` subtracts the mean and divides by the std, per channel.
+* :func:`build_image_transforms` is the whole chain for key ``"image"``
+  (:class:`medvl.data.pipeline.ImagePipeline`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection
-from monai.transforms import (
-    Compose,
-    MapTransform,
-    RandomizableTrait,
-    ScaleIntensityRanged,
-    ToTensord,
-    Transform,
-)
+from monai.transforms import Compose, MapTransform, RandomizableTrait, Transform
 
-from medvl.data.dicom import read_image, resolve_window
+from medvl._preprocess import normalize, read_pixels, resize_longest_pad, to_channels
+from medvl.data.dicom import resolve_window
 
 if TYPE_CHECKING:
     import albumentations as A
@@ -46,14 +39,12 @@ __all__ = [
     "AlbumentationsD",
     "LoadMedicalImage",
     "LoadMedicalImaged",
+    "NormalizeImaged",
     "ResizeLongestPad",
     "ResizeLongestPadd",
     "build_image_transforms",
     "default_train_augmentation",
 ]
-
-# ITU-R BT.601 luma weights for folding RGB into one channel.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class LoadMedicalImage(Transform):
@@ -61,7 +52,8 @@ class LoadMedicalImage(Transform):
 
     Greyscale images give ``C = 1``. RGB images give ``C = 3``, or ``C = 1`` (luma)
     when ``grayscale`` is set. Multi-frame DICOM read with ``all_frames=True``
-    puts the frames on the channel axis.
+    puts the frames on the channel axis. ``in_chans`` fixes the channel count
+    (luma fold or grey replication) and takes precedence over ``grayscale``.
 
     Args:
         window: ``(center, width)`` or a preset name (:data:`~medvl.data.dicom.WINDOW_PRESETS`)
@@ -69,6 +61,7 @@ class LoadMedicalImage(Transform):
         grayscale: Fold colour images into one luma channel.
         reader_kwargs: Extra keyword arguments for :func:`~medvl.data.dicom.read_image`
             (``all_frames``, ``max_pixels``).
+        in_chans: Channels of the output (None: from ``grayscale``).
     """
 
     def __init__(
@@ -76,26 +69,20 @@ class LoadMedicalImage(Transform):
         window: tuple[float, float] | str | None = None,
         grayscale: bool = True,
         reader_kwargs: Mapping[str, Any] | None = None,
+        in_chans: int | None = None,
     ) -> None:
         self.window = resolve_window(window)
+        self.in_chans = in_chans
         self.grayscale = grayscale
         self.reader_kwargs = dict(reader_kwargs or {})
 
     def load(self, path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
         """Read ``path``; return the ``(C, H, W)`` array and the whitelisted meta."""
-        kwargs = dict(self.reader_kwargs)
-        if self.window is not None:
-            kwargs["window"] = self.window  # ignored for PNG/JPEG
-        image = read_image(path, **kwargs)
-        pixels, meta = image.pixels, image.meta
-        if meta.get("photometric_interpretation") not in ("MONOCHROME1", "MONOCHROME2"):  # RGB
-            if pixels.ndim == 4:  # (F, H, W, 3): keep the first frame
-                pixels = pixels[0]
-            # (H, W) luma, or (3, H, W)
-            pixels = pixels @ _LUMA if self.grayscale else np.moveaxis(pixels, -1, 0)
-        if pixels.ndim == 2:
-            pixels = pixels[None]  # (1, H, W)
-        return np.ascontiguousarray(pixels, dtype=np.float32), meta
+        pixels, meta = read_pixels(path, window=self.window, in_chans=self.in_chans,
+                                   reader_kwargs=self.reader_kwargs, return_meta=True)
+        if self.in_chans is None and self.grayscale and pixels.shape[0] == 3:
+            pixels = to_channels(pixels, 1)
+        return pixels, meta
 
     def __call__(self, path: str | os.PathLike[str]) -> np.ndarray:
         """Read ``path`` into a ``(C, H, W)`` float32 array."""
@@ -105,11 +92,10 @@ class LoadMedicalImage(Transform):
 class LoadMedicalImaged(MapTransform):
     """Dict version of :class:`LoadMedicalImage`: replace a path by its pixels.
 
-    Named so as not to clash with MONAI's ``LoadImaged``. For each key the path
-    in ``d[key]`` becomes a ``(C, H, W)`` float32 array and, with ``meta_key_postfix``
-    set, the reader's meta (non-identifying header values) goes to
-    ``d[f"{key}_{meta_key_postfix}"]``. The meta holds ``None`` values that default
-    collation cannot batch, so drop it (``meta_key_postfix=None``) for training.
+    Named so as not to clash with MONAI's ``LoadImaged``. With ``meta_key_postfix`` set,
+    the reader's meta (non-identifying header values) goes to ``d[f"{key}_{postfix}"]``;
+    it holds ``None`` values that default collation cannot batch, so the training
+    pipeline drops it (``meta_key_postfix=None``).
 
     Args:
         keys: Keys holding file paths.
@@ -117,6 +103,7 @@ class LoadMedicalImaged(MapTransform):
             overriding the DICOM file's own window.
         reader_kwargs: Extra keyword arguments for :func:`~medvl.data.dicom.read_image`.
         grayscale: Fold colour images into one luma channel.
+        in_chans: Channels of the output (None: from ``grayscale``).
         meta_key_postfix: Suffix of the meta key, or None to store no meta.
         allow_missing_keys: Skip keys absent from the sample.
     """
@@ -127,13 +114,13 @@ class LoadMedicalImaged(MapTransform):
         window: tuple[float, float] | str | None = None,
         reader_kwargs: Mapping[str, Any] | None = None,
         grayscale: bool = True,
+        in_chans: int | None = None,
         meta_key_postfix: str | None = "meta",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadMedicalImage(
-            window=window, grayscale=grayscale, reader_kwargs=reader_kwargs
-        )
+        self.loader = LoadMedicalImage(window=window, grayscale=grayscale, reader_kwargs=reader_kwargs,
+                                       in_chans=in_chans)
         self.meta_key_postfix = meta_key_postfix
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -149,10 +136,9 @@ class LoadMedicalImaged(MapTransform):
 class ResizeLongestPad(Transform):
     """Resize so the longest side is ``size`` (aspect kept), then centre-pad to a square.
 
-    Interpolation is bilinear with antialiasing (a triangle filter as wide as the
-    scale factor, as in Pillow), so downscaling a large radiograph does not alias
-    and values stay inside the input range. Works on ``(C, H, W)`` numpy arrays or
-    tensors and returns the same kind, float32.
+    :func:`medvl._preprocess.resize_longest_pad` as a MONAI transform: bilinear with
+    antialiasing, values stay inside the input range. Works on ``(C, H, W)`` numpy
+    arrays or tensors and returns the same kind, float32.
 
     Args:
         size: Side of the square output.
@@ -167,22 +153,9 @@ class ResizeLongestPad(Transform):
 
     def __call__(self, img: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Resize and pad one ``(C, H, W)`` image to ``(C, size, size)``."""
-        is_numpy = isinstance(img, np.ndarray)
-        x = torch.as_tensor(img).to(torch.float32)
-        if x.ndim != 3:
-            raise ValueError(f"expected a (C, H, W) image, got shape {tuple(x.shape)}")
-        _, h, w = x.shape
-        scale = self.size / max(h, w)
-        new_h = min(self.size, max(1, round(h * scale)))
-        new_w = min(self.size, max(1, round(w * scale)))
-        if (new_h, new_w) != (h, w):
-            x = F.interpolate(
-                x[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
-            )[0]  # (C, new_h, new_w)
-        top, left = (self.size - new_h) // 2, (self.size - new_w) // 2
-        bottom, right = self.size - new_h - top, self.size - new_w - left
-        x = F.pad(x, (left, right, top, bottom), value=self.pad_value)  # (C, size, size)
-        return x.numpy() if is_numpy else x
+        if img.ndim != 3:
+            raise ValueError(f"expected a (C, H, W) image, got shape {tuple(img.shape)}")
+        return resize_longest_pad(img, self.size, self.pad_value)
 
 
 class ResizeLongestPadd(MapTransform):
@@ -210,6 +183,34 @@ class ResizeLongestPadd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.resizer(d[key])
+        return d
+
+
+class NormalizeImaged(MapTransform):
+    """``(x - mean) / std`` per channel (:func:`medvl._preprocess.normalize`); returns float32 tensors.
+
+    Args:
+        keys: Keys holding ``(C, H, W)`` images in [0, 1].
+        mean: A number or one per channel.
+        std: A number or one per channel.
+        allow_missing_keys: Skip keys absent from the sample.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mean, self.std = mean, std
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Normalise every key of ``data``; return a new dict."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = normalize(torch.as_tensor(np.ascontiguousarray(d[key])), self.mean, self.std)
         return d
 
 
@@ -298,9 +299,14 @@ def build_image_transforms(
     window: tuple[float, float] | str | None = None,
     key: str = "image",
     augmentation: A.BaseCompose | None = None,
-    keep_meta: bool = False,
+    in_chans: int = 1,
+    mean: float | Sequence[float] = 0.0,
+    std: float | Sequence[float] = 1.0,
 ) -> Compose:
-    """The image branch: load -> resize/pad -> (augment) -> float32 tensor.
+    """The image branch: load -> resize/pad -> (augment) -> normalise, as one ``Compose``.
+
+    A shortcut for :class:`medvl.data.pipeline.ImagePipeline` (``mean=0, std=1`` keeps
+    [0, 1] grey levels).
 
     Args:
         size: Side of the square output.
@@ -308,22 +314,15 @@ def build_image_transforms(
         window: ``(center, width)`` or a preset name overriding the DICOM files' own window.
         key: Sample key holding the image path.
         augmentation: Albumentations pipeline to use instead of the default.
-        keep_meta: Store the reader's meta under ``f"{key}_meta"`` (it holds
-            ``None`` values, so leave it off for default collation).
+        in_chans: Channels of the output.
+        mean: Normalisation mean (a number or one per channel).
+        std: Normalisation std (a number or one per channel).
 
     Returns:
         A MONAI ``Compose`` mapping ``{key: path}`` to ``{key: (C, size, size) float32 tensor}``.
     """
-    steps: list[Any] = [
-        LoadMedicalImaged(keys=key, window=window, meta_key_postfix="meta" if keep_meta else None),
-        ResizeLongestPadd(keys=key, size=size),
-    ]
-    if train:
-        steps += [
-            AlbumentationsD(keys=key, transform=augmentation or default_train_augmentation(size)),
-            # Brightness and noise can leave [0, 1]; clip back.
-            ScaleIntensityRanged(keys=key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
-        ]
-    steps.append(ToTensord(keys=key, dtype=torch.float32, track_meta=False))
-    return Compose(steps)
+    from medvl.data.pipeline import ImagePipeline
 
+    pipe = ImagePipeline(img_size=size, in_chans=in_chans, window=window, mean=mean, std=std,
+                         augment=train, augmentation=augmentation, key=key)
+    return pipe.compose()

@@ -68,9 +68,12 @@ class WordTokenizer:
         ids = [self.index.get(w, self.unk_id) for w in tokenize_words(text)][: self.max_length - 2]
         return [self.bos_id, *ids, self.eos_id]
 
-    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pad a batch: ``{"input_ids": (B, T), "attention_mask": (B, T)}``."""
-        seqs = [self.encode(t) for t in texts]
+    def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pad a batch: ``{"input_ids": (B, T), "attention_mask": (B, T)}``.
+
+        A plain, picklable object: data-loader workers run it on the batch's raw texts.
+        """
+        seqs = [self.encode(t) for t in ([texts] if isinstance(texts, str) else texts)]
         T = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):

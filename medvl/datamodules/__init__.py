@@ -1,7 +1,25 @@
-"""LightningDataModules: the synthetic default, any medvl manifest, and the public datasets' layouts."""
+"""LightningDataModules: one image–text data module composed with a record source.
 
+:class:`ImageTextDataModule` takes any :mod:`medvl.data.sources` source (a manifest, the
+synthetic set, the public datasets in their own layouts); :class:`SyntheticCXR` and
+:class:`ManifestDataModule` are it with the source spelled out. The old per-dataset names
+(``MIMICCXR``, ``CheXpert``, ``IUXray``, ``ROCO``, ``PMCOA``, ``TableDataModule``) still
+work and warn.
+"""
+
+from medvl.datamodules.base import ImageTextDataModule
 from medvl.datamodules.manifest import ManifestDataModule
 from medvl.datamodules.public import PMCOA, ROCO, CheXpert, IUXray, MIMICCXR, TableDataModule
 from medvl.datamodules.synthetic import SyntheticCXR
 
-__all__ = ["CheXpert", "IUXray", "MIMICCXR", "ManifestDataModule", "PMCOA", "ROCO", "SyntheticCXR", "TableDataModule"]
+__all__ = [
+    "CheXpert",
+    "IUXray",
+    "ImageTextDataModule",
+    "MIMICCXR",
+    "ManifestDataModule",
+    "PMCOA",
+    "ROCO",
+    "SyntheticCXR",
+    "TableDataModule",
+]

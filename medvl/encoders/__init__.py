@@ -1,8 +1,9 @@
 """Encoders: the shared image encoder (``PatchEncoder``), text encoders and their registry.
 
 Build any registered encoder by name with :func:`create_encoder`; list them with
-:func:`list_encoders`. Importing this package registers every variant. Torch only:
-nothing here imports Lightning.
+:func:`list_encoders`; read a pretrained one (export folder, task checkpoint,
+foreign state dict) with :func:`read_encoder_source`. Importing this package registers
+every variant. Torch only: nothing here imports Lightning.
 """
 
 from medvl.encoders.registry import (
@@ -13,6 +14,7 @@ from medvl.encoders.registry import (
     register_encoder,
 )
 from medvl.encoders.interop import load_open_clip_visual, load_timm_vit
+from medvl.encoders.source import EncoderSource, read_encoder_source
 from medvl.encoders.vision import PatchEncoder, VisionConfig
 
 try:  # text encoders register themselves on import
@@ -22,6 +24,7 @@ except ModuleNotFoundError as err:  # pragma: no cover - only while text.py is a
         raise
 
 __all__ = [
+    "EncoderSource",
     "PatchEncoder",
     "VisionConfig",
     "create_encoder",
@@ -30,5 +33,6 @@ __all__ = [
     "list_encoders",
     "load_open_clip_visual",
     "load_timm_vit",
+    "read_encoder_source",
     "register_encoder",
 ]

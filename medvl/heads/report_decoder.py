@@ -15,6 +15,8 @@ ids, returning next-token logits), so training and every decoding strategy of
   fixed number, are projected into the embedding space of a Hugging Face causal
   language model loaded from a local folder and prepended to the report's embeddings.
   ``train_lm=False`` is stage 1 (only the projector learns); ``True`` is stage 2.
+  Its tokenisation is the picklable :class:`PrefixLMTokenizer` (``decoder.tokenizer``),
+  so data-loader workers can run it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 
 from medvl.heads.memory import CrossModalMemory
 
-__all__ = ["PrefixLMDecoder", "TransformerReportDecoder"]
+__all__ = ["PrefixLMDecoder", "PrefixLMTokenizer", "TransformerReportDecoder"]
 
 
 class TransformerReportDecoder(nn.Module):
@@ -93,6 +95,64 @@ class TransformerReportDecoder(nn.Module):
         return F.linear(self.norm(x), self.embed.weight)  # (B, T, V), tied output layer
 
 
+class PrefixLMTokenizer:
+    """``<bos> report <eos>`` ids for a local Hugging Face causal LM, and back.
+
+    Picklable: the Hugging Face tokenizer is dropped from the pickle and reloaded from
+    ``lm_path`` on first use in each process (e.g. a data-loader worker).
+
+    Args:
+        lm_path: Folder with the LM's tokenizer files.
+        max_length: Longest sequence in tokens, ``<bos>``/``<eos>`` included (truncated beyond).
+    """
+
+    def __init__(self, lm_path: str, max_length: int = 128) -> None:
+        self.lm_path = str(lm_path)
+        self.max_length = max_length
+        self._tok = None
+        tok = self._load()
+        self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+        if self.eos_id is None:
+            raise ValueError(f"{lm_path}: the tokenizer defines no eos/sep token to end reports with")
+        self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else self.eos_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        self.vocab_size = len(tok)
+
+    def _load(self):
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.lm_path)
+        return self._tok
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tok": None}
+
+    def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """Right-padded ``{"input_ids", "attention_mask"}``, each ``(B, T)``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        tok = self._load()
+        seqs = [[self.bos_id, *tok(t, add_special_tokens=False)["input_ids"][: self.max_length - 2], self.eos_id]
+                for t in texts]
+        T = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(seqs), T, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Ids back to text: a leading ``<bos>`` skipped, stopping at ``<eos>``."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        out = []
+        for i in ids[1:] if ids and ids[0] == self.bos_id else ids:
+            if i == self.eos_id:
+                break
+            out.append(i)
+        return self._load().decode(out, skip_special_tokens=True).strip()
+
+
 class PrefixLMDecoder(nn.Module):
     """A local Hugging Face causal LM conditioned on projected patch tokens.
 
@@ -108,20 +168,15 @@ class PrefixLMDecoder(nn.Module):
     def __init__(self, lm_path: str, visual_dim: int, num_prefix_tokens: int = 16, train_lm: bool = False,
                  max_length: int = 128) -> None:
         super().__init__()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         self.lm = AutoModelForCausalLM.from_pretrained(lm_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(lm_path)
+        self.tokenizer = PrefixLMTokenizer(lm_path, max_length=max_length)
         hidden = self.lm.get_input_embeddings().embedding_dim
         self.projector = nn.Sequential(nn.Linear(visual_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.num_prefix_tokens = num_prefix_tokens
         self.max_length = max_length
-        tok = self.tokenizer
-        self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
-        self.bos_id = tok.bos_token_id if tok.bos_token_id is not None else self.eos_id
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
-        if self.eos_id is None:
-            raise ValueError(f"{lm_path}: the tokenizer defines no eos/sep token to end reports with")
+        self.bos_id, self.eos_id, self.pad_id = self.tokenizer.bos_id, self.tokenizer.eos_id, self.tokenizer.pad_id
         self.set_train_lm(train_lm)
 
     def set_train_lm(self, train: bool) -> None:
@@ -136,25 +191,10 @@ class PrefixLMDecoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``<bos> report <eos>`` ids, right-padded: ``{"input_ids", "attention_mask"}`` (B, T)."""
-        seqs = []
-        for t in texts:
-            ids = self.tokenizer(t, add_special_tokens=False)["input_ids"][: self.max_length - 2]
-            seqs.append([self.bos_id, *ids, self.eos_id])
-        T = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(seqs), T, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
-        return {"input_ids": ids, "attention_mask": mask}
+        return self.tokenizer(texts)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        out = []
-        for i in ids[1:] if ids and ids[0] == self.bos_id else ids:
-            if i == self.eos_id:
-                break
-            out.append(i)
-        return self.tokenizer.decode(out, skip_special_tokens=True).strip()
+        return self.tokenizer.decode(ids)
 
     def forward(self, input_ids: torch.Tensor, visual: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits ``(B, T, V)`` at the text positions."""

@@ -224,6 +224,24 @@ class _SigLipTorch(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------- fused: Triton
+def _triton_grads(a, b, lse_r, lse_c, s, t, g, smoothing: float, block: int,
+                  need_a: bool, need_b: bool, need_scalars: bool):
+    """``(dA, dB, d logit_scale, d logit_bias)`` from the backward kernel (None where not needed).
+
+    ``dB`` is the same kernel on swapped arguments (and swapped CLIP normalisers), because
+    the logit gradient of ``(B, A)`` is the transpose of that of ``(A, B)`` for both losses;
+    the scalar sums come with ``dA``.
+    """
+    from medvl.kernels import _contrastive_kernels as K
+
+    da = db = ds = dt = None
+    if need_a or need_scalars:
+        da, ds, dt = K.contrastive_grad(a, b, lse_r, lse_c, s, t, g, smoothing, block, need_scalars)
+    if need_b:
+        db, _, _ = K.contrastive_grad(b, a, lse_c, lse_r, s, t, g, smoothing, block, False)
+    return da, db, ds, dt
+
+
 class _ClipTriton(torch.autograd.Function):
     """Blockwise CLIP loss with Triton kernels for the tiles."""
 
@@ -244,16 +262,10 @@ class _ClipTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        from medvl.kernels import _contrastive_kernels as K
-
         a, b, scale, lse_r, lse_c = ctx.saved_tensors
         s, g = _fp32_scalar(scale), _fp32_scalar(grad)
         need_a, need_b, need_s = ctx.needs_input_grad[:3]
-        da = db = ds = None
-        if need_a or need_s:
-            da, ds, _ = K.contrastive_grad(a, b, lse_r, lse_c, s, None, g, ctx.smoothing, ctx.block, need_s)
-        if need_b:
-            db, _, _ = K.contrastive_grad(b, a, lse_c, lse_r, s, None, g, ctx.smoothing, ctx.block, False)
+        da, db, ds, _ = _triton_grads(a, b, lse_r, lse_c, s, None, g, ctx.smoothing, ctx.block, need_a, need_b, need_s)
         return (
             da.to(ctx.dtypes[0]) if need_a else None,
             db.to(ctx.dtypes[1]) if need_b else None,
@@ -281,16 +293,10 @@ class _SigLipTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        from medvl.kernels import _contrastive_kernels as K
-
         a, b, scale, bias = ctx.saved_tensors
         s, t, g = _fp32_scalar(scale), _fp32_scalar(bias), _fp32_scalar(grad)
         need_a, need_b, need_s, need_t = ctx.needs_input_grad[:4]
-        da = db = ds = dt = None
-        if need_a or need_s or need_t:
-            da, ds, dt = K.contrastive_grad(a, b, None, None, s, t, g, 0.0, ctx.block, need_s or need_t)
-        if need_b:
-            db, _, _ = K.contrastive_grad(b, a, None, None, s, t, g, 0.0, ctx.block, False)
+        da, db, ds, dt = _triton_grads(a, b, None, None, s, t, g, 0.0, ctx.block, need_a, need_b, need_s or need_t)
         return (
             da.to(ctx.dtypes[0]) if need_a else None,
             db.to(ctx.dtypes[1]) if need_b else None,

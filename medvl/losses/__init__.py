@@ -3,6 +3,8 @@
 Torch only: nothing here imports Lightning.
 """
 
+from medvl.losses.captioning import CaptioningLoss
+from medvl.losses.classification import MaskedBCELoss
 from medvl.losses.contrastive import ClipLoss, SigLipLoss
 
-__all__ = ["ClipLoss", "SigLipLoss"]
+__all__ = ["CaptioningLoss", "ClipLoss", "MaskedBCELoss", "SigLipLoss"]

@@ -208,7 +208,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {key} | {_fmt(m['value'])} | {ci} |")
     lines += ["", f"| observation | F1 | {level}% CI | F1 (uncertain = positive) | predicted positive | "
                   "reference positive |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name in result.get("observations", CHEXPERT_LABELS):
+    for name in result["observations"]:
         m, u, c = metrics[f"ce_f1/{name}"], metrics[f"ce_uap_f1/{name}"], result["label_counts"][name]
         ci = "n/a" if m["ci_low"] is None else f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]"
         lines.append(f"| {name} | {_fmt(m['value'])} | {ci} | {_fmt(u['value'])} | {c['pred_positive']} | "

@@ -16,8 +16,19 @@ def _out_dir(trainer) -> Path:
     return d
 
 
-def report_metrics(metrics: dict[str, float], scores: np.ndarray, labels: np.ndarray, names: list[str], trainer) -> Path:
-    """Print the zero-shot/retrieval table and write ``test_metrics.json`` and ``roc_curves.png``.
+def report_metrics(
+    metrics: dict[str, float], scores: np.ndarray | None, labels: np.ndarray, names: list[str], trainer,
+    *, unscored: list[str] | None = None,
+) -> Path:
+    """Print the zero-shot/retrieval tables and write ``test_metrics.json`` and ``roc_curves.png``.
+
+    Args:
+        metrics: ``auroc/<name>``, ``auroc_mean`` (when ``names``) and retrieval recalls.
+        scores: Zero-shot scores ``(N, len(names))``; None without zero-shot.
+        labels: Labels ``(N, len(names))``.
+        names: The scored label names.
+        trainer: Gives the output folder.
+        unscored: Label names without prompts, listed as ``unscored_labels`` in the JSON.
 
     Returns:
         The folder the files were written to.
@@ -26,13 +37,16 @@ def report_metrics(metrics: dict[str, float], scores: np.ndarray, labels: np.nda
     from rich.table import Table
 
     out = _out_dir(trainer)
-    table = Table(title="Zero-shot classification (test split)")
-    table.add_column("finding")
-    table.add_column("AUROC", justify="right")
-    table.add_column("positives / negatives", justify="right")
-    for j, name in enumerate(names):
-        pos, neg = int((labels[:, j] == 1).sum()), int((labels[:, j] == 0).sum())
-        table.add_row(name, f"{metrics[f'auroc/{name}']:.3f}", f"{pos} / {neg}")
+    console = Console()
+    if names:
+        table = Table(title="Zero-shot classification (test split)")
+        table.add_column("finding")
+        table.add_column("AUROC", justify="right")
+        table.add_column("positives / negatives", justify="right")
+        for j, name in enumerate(names):
+            pos, neg = int((labels[:, j] == 1).sum()), int((labels[:, j] == 0).sum())
+            table.add_row(name, f"{metrics[f'auroc/{name}']:.3f}", f"{pos} / {neg}")
+        console.print(table)
     rtable = Table(title="Retrieval (test split)")
     rtable.add_column("direction")
     ks = sorted({k.split("@")[1] for k in metrics if "R@" in k and not k.startswith("mean")}, key=int)
@@ -40,13 +54,17 @@ def report_metrics(metrics: dict[str, float], scores: np.ndarray, labels: np.nda
         rtable.add_column(f"R@{k}", justify="right")
     for d, label in (("i2t", "image → report"), ("t2i", "report → image")):
         rtable.add_row(label, *(f"{metrics[f'{d}_R@{k}']:.3f}" for k in ks))
-    console = Console()
-    console.print(table)
     console.print(rtable)
-    console.print(f"mean zero-shot AUROC: {metrics['auroc_mean']:.4f}")
-    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
-    _plot_roc(scores, labels, names, metrics, out / "roc_curves.png")
-    console.print(f"metrics and ROC curves written to {out}")
+    if names:
+        console.print(f"mean zero-shot AUROC: {metrics['auroc_mean']:.4f}")
+    if unscored:
+        console.print(f"not scored (no prompts): {', '.join(unscored)}")
+    (out / "test_metrics.json").write_text(json.dumps({**metrics, "unscored_labels": list(unscored or [])}, indent=2))
+    if names and scores is not None:
+        _plot_roc(scores, labels, names, metrics, out / "roc_curves.png")
+        console.print(f"metrics and ROC curves written to {out}")
+    else:
+        console.print(f"metrics written to {out}")
     return out
 
 

@@ -1,48 +1,55 @@
-"""Contrastive image–report pretraining as a LightningModule.
+"""Contrastive image–report pretraining: the task around :class:`medvl.networks.ImageTextModel`.
 
-The task wires a registry vision encoder and text encoder, two projection heads and a
-contrastive loss: CLIP's symmetric InfoNCE (Radford et al., 2021) or SigLIP's pairwise
-sigmoid loss (Zhai et al., 2023, "Sigmoid Loss for Language Image Pre-Training").
-Validation and test report zero-shot AUROC per finding from positive/negative prompt
-pairs (CheXzero, Tiu et al., 2022) and image↔report retrieval recall@K.
+The network (towers, projections, temperature) lives in :mod:`medvl.networks`; this
+task adds the loss, CLIP's symmetric InfoNCE (Radford et al., 2021) or SigLIP's pairwise
+sigmoid loss (Zhai et al., 2023, "Sigmoid Loss for Language Image Pre-Training"), AdamW
+with a warm-up + cosine schedule, logging, and the evaluation: zero-shot AUROC per
+finding from positive/negative prompt pairs (CheXzero, Tiu et al., 2022) and
+image↔report retrieval recall@K.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from medvl.data.labels import FINDINGS
-from medvl.data.prompts import CXR_PROMPTS
-from medvl.encoders import create_encoder
-from medvl.heads import ProjectionHead
+from medvl.data.prompts import prompts_for
 from medvl.losses import ClipLoss, SigLipLoss
 from medvl.metrics.retrieval import retrieval_recall_at_k
 from medvl.metrics.zeroshot import prompt_embeddings, zero_shot_auroc, zero_shot_scores
-from medvl.models._reporting import report_metrics
 from medvl.models._compile import compile_in_place
-from medvl.models._optim import build_adamw, warmup_cosine
+from medvl.models._reporting import report_metrics
+from medvl.networks import ImageTextModel
+from medvl.optim import param_groups, warmup_cosine
 
 __all__ = ["ContrastivePretraining"]
 
+log = logging.getLogger(__name__)
+
+# What an image is when neither the data module nor a pretrained source says.
+_DATA_DEFAULTS = {"img_size": 224, "in_chans": 1, "image_mean": 0.5, "image_std": 0.25}
+
 
 class ContrastivePretraining(L.LightningModule):
-    """CLIP/SigLIP pretraining on image–report pairs.
+    """CLIP/SigLIP pretraining on image–report pairs; the network is ``self.model``.
 
     Args:
         vision_encoder: Registry name of the image encoder (see ``medvl.list_encoders()``).
         text_encoder: Registry name of the report encoder (``text_transformer_small``, or
             ``hf_text`` for a local Hugging Face model given by ``text_kwargs.model_path``).
-        img_size: Square input size the image encoder is built for.
-        in_chans: Image channels; radiographs are single-channel.
-        image_mean: Subtracted from the [0, 1] grey levels before the encoder; zero-centred
-            inputs keep the first steps of a ViT from collapsing all images together.
-        image_std: Divides the centred grey levels.
+        img_size: Square input size of the data (linked from the data module); None: 224.
+        in_chans: Image channels of the data; None: 1 (radiographs).
+        image_mean: Mean the data pipeline subtracted from the [0, 1] grey levels
+            (recorded for the export; the task does not normalise); None: 0.5.
+        image_std: Std the data pipeline divided by; None: 0.25.
+        window: DICOM window the data pipeline applied (recorded for the export); None:
+            each file's own.
+        label_names: The label columns of the data's ``labels`` tensor, in order; None:
+            :data:`medvl.data.labels.FINDINGS`; ``[]``: captions only, retrieval metrics only.
         embed_dim: Width of the joint embedding space.
         projection: ``"linear"`` (CLIP) or ``"mlp"`` (ConVIRT) projection heads.
         loss: ``"clip"`` (softmax InfoNCE) or ``"siglip"`` (pairwise sigmoid).
@@ -58,9 +65,9 @@ class ContrastivePretraining(L.LightningModule):
         vision_kwargs: Extra overrides for the vision encoder factory (e.g. ``patch_dropout``).
         text_kwargs: Extra overrides for the text encoder factory.
         prompts: ``{finding: {"positive": [...], "negative": [...]}}`` for zero-shot
-            evaluation; defaults to :data:`medvl.data.prompts.CXR_PROMPTS`.
-        label_names: The label columns of the data's ``labels`` tensor, in order; defaults
-            to :data:`medvl.data.labels.FINDINGS`. Every prompt key must be one of them.
+            evaluation, every key one of ``label_names``; None: the entries of
+            :data:`medvl.data.prompts.CXR_PROMPTS` for ``label_names`` (labels without
+            one are not scored, and listed as ``unscored_labels`` in test_metrics.json).
         retrieval_ks: K values for recall@K.
         blockwise_loss: Memory-lean loss that never holds the B x B logits (large batches).
         compile: ``torch.compile`` the image encoder in place (parameter names and
@@ -73,10 +80,12 @@ class ContrastivePretraining(L.LightningModule):
         self,
         vision_encoder: str = "vit_small_patch16",
         text_encoder: str = "text_transformer_small",
-        img_size: int = 224,
-        in_chans: int = 1,
-        image_mean: float = 0.5,
-        image_std: float = 0.25,
+        img_size: int | None = None,
+        in_chans: int | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        window: tuple[float, float] | str | None = None,
+        label_names: list[str] | None = None,
         embed_dim: int = 256,
         projection: Literal["linear", "mlp"] = "linear",
         loss: Literal["clip", "siglip"] = "clip",
@@ -91,62 +100,70 @@ class ContrastivePretraining(L.LightningModule):
         vision_kwargs: dict[str, Any] | None = None,
         text_kwargs: dict[str, Any] | None = None,
         prompts: dict[str, dict[str, list[str]]] | None = None,
-        label_names: list[str] | None = None,
         retrieval_ks: tuple[int, ...] = (1, 5, 10),
         blockwise_loss: bool = False,
         compile: bool | str = False,
     ) -> None:
         super().__init__()
+        if loss not in ("clip", "siglip"):
+            raise ValueError(f"loss must be 'clip' or 'siglip', got {loss!r}")
         self.save_hyperparameters()
-        self.visual = create_encoder(vision_encoder, img_size=img_size, in_chans=in_chans, **(vision_kwargs or {}))
-        self.text = create_encoder(text_encoder, **(text_kwargs or {}))
-        self.image_proj = ProjectionHead(self.visual.num_features, embed_dim, projection)
-        self.text_proj = ProjectionHead(self.text.num_features, embed_dim, projection)
-        compile_in_place(self.visual, compile)  # state-dict keys stay "visual.*"
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
-        self.logit_bias = nn.Parameter(torch.tensor(init_logit_bias)) if loss == "siglip" else None
+        hp = self.hparams
+        for key, default in _DATA_DEFAULTS.items():  # resolved values travel in the checkpoint
+            if hp[key] is None:
+                hp[key] = default
+        names = list(FINDINGS) if label_names is None else list(label_names)
+        hp.label_names = names
+        self.model = ImageTextModel(
+            vision_encoder=vision_encoder, text_encoder=text_encoder, img_size=hp.img_size, in_chans=hp.in_chans,
+            embed_dim=embed_dim, projection=projection, init_temperature=init_temperature,
+            max_logit_scale=max_logit_scale, init_logit_bias=init_logit_bias if loss == "siglip" else None,
+            vision_kwargs=vision_kwargs, text_kwargs=text_kwargs,
+        )
+        compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
         self.loss_fn = SigLipLoss(blockwise=blockwise_loss) if loss == "siglip" else ClipLoss(blockwise=blockwise_loss)
-        self.prompts = prompts or CXR_PROMPTS
-        names = list(label_names or FINDINGS)
-        unknown = [k for k in self.prompts if k not in names]
-        if unknown:
-            raise ValueError(f"prompts name findings {unknown} that are not label columns {names}")
-        self._label_index = [names.index(k) for k in self.prompts]
+        if prompts is None:
+            self.prompts, self.unscored = prompts_for(names)
+            if self.unscored:
+                log.warning("no zero-shot prompts for label(s) %s: they are not scored", self.unscored)
+        else:
+            unknown = [k for k in prompts if k not in names]
+            if unknown:
+                raise ValueError(f"prompts name findings {unknown} that are not label columns {names}")
+            self.prompts, self.unscored = dict(prompts), [n for n in names if n not in prompts]
+        self._label_index = [names.index(k) for k in self.prompts]  # label columns by name, in prompt order
         self._eval_outputs: list[dict[str, Any]] = []
         self._skipped = 0
 
-    # -- features -----------------------------------------------------------------------
+    # -- data ---------------------------------------------------------------------------
 
-    def encode_image(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (normalised embedding (B, E), patch tokens (B, N, D))."""
-        image = (image - self.hparams.image_mean) / self.hparams.image_std
-        tokens = self.visual.forward_features(image)  # (B, 1+N, D)
-        pooled = self.visual.forward_head(tokens, pre_logits=True)  # (B, D)
-        prefix = getattr(self.visual, "num_prefix_tokens", 1)
-        return F.normalize(self.image_proj(pooled), dim=-1), tokens[:, prefix:]
+    def tokenizers(self) -> dict[str, Any]:
+        """``{"report": tokenizer}``: the text tower's picklable tokenizer, run in loader workers."""
+        return {"report": self.model.tokenizer}
 
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """Tokenise and embed raw texts; returns normalised (B, E)."""
-        tok = {k: v.to(self.device) for k, v in self.text.tokenize(texts).items()}
-        return F.normalize(self.text_proj(self.text(**tok)), dim=-1)
+    @staticmethod
+    def _text(batch: dict[str, Any]) -> Any:
+        """The batch's report tokens when the loader made them, else the raw texts."""
+        return batch["report_tokens"] if "report_tokens" in batch else batch["report"]
 
-    def forward(self, image: torch.Tensor, report: list[str]) -> dict[str, torch.Tensor]:
-        image_features, patch_tokens = self.encode_image(image)
-        out = {
-            "image_features": image_features,
-            "text_features": self.encode_text(report),
-            "patch_tokens": patch_tokens,
-            "logit_scale": self.logit_scale.clamp(max=math.log(self.hparams.max_logit_scale)).exp(),
-        }
-        if self.logit_bias is not None:
-            out["logit_bias"] = self.logit_bias
-        return out
+    def _labels(self, batch: dict[str, Any]) -> torch.Tensor:
+        names = self.hparams.label_names
+        labels = batch.get("labels")
+        if labels is None:
+            labels = torch.zeros(batch["image"].shape[0], 0, device=self.device)
+        if labels.shape[1] != len(names):
+            raise ValueError(f"the batch has {labels.shape[1]} label columns but label_names has {len(names)}: "
+                             f"{names}; link the model's label_names to the data module's")
+        return labels
+
+    def forward(self, image: torch.Tensor, text: Any) -> dict[str, torch.Tensor]:
+        return self.model(image, text)
 
     # -- training -----------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self._skipped += int(batch.get("n_skipped", 0))
-        out = self(batch["image"], batch["report"])
+        out = self.model(batch["image"], self._text(batch))
         loss = self.loss_fn(**out)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
@@ -157,21 +174,21 @@ class ContrastivePretraining(L.LightningModule):
         self._report_skipped("train")
 
     def configure_optimizers(self):
-        opt = build_adamw(self, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, betas=self.hparams.betas)
+        hp = self.hparams
+        opt = torch.optim.AdamW(param_groups(self.model, weight_decay=hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(self.hparams.warmup_fraction * total),
-                              min_lr_ratio=self.hparams.min_lr_ratio)
+        sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total),
+                              min_lr_ratio=hp.min_lr_ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- evaluation ---------------------------------------------------------------------
 
     def _eval_step(self, batch: dict[str, Any]) -> None:
         self._skipped += int(batch.get("n_skipped", 0))
-        image_features, _ = self.encode_image(batch["image"])
         self._eval_outputs.append({
-            "image_features": image_features.float(),
-            "text_features": self.encode_text(batch["report"]).float(),
-            "labels": batch["labels"],
+            "image_features": self.model.encode_image(batch["image"]).float(),
+            "text_features": self.model.encode_text(self._text(batch)).float(),
+            "labels": self._labels(batch),
             "report": list(batch["report"]),
         })
 
@@ -182,13 +199,12 @@ class ContrastivePretraining(L.LightningModule):
         self._eval_step(batch)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        image_features, _ = self.encode_image(batch["image"])
-        class_emb = prompt_embeddings(self.encode_text, self.prompts)
-        return {
-            "study_id": batch.get("study_id"),
-            "image_features": image_features,
-            "zero_shot": zero_shot_scores(image_features, class_emb, self.logit_scale.exp()),
-        }
+        image_features = self.model.encode_image(batch["image"])
+        out = {"study_id": batch.get("study_id"), "image_features": image_features}
+        if self.prompts:
+            class_emb = prompt_embeddings(self.model.encode_text, self.prompts)
+            out["zero_shot"] = zero_shot_scores(image_features, class_emb, self.model.scale())
+        return out
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -196,7 +212,7 @@ class ContrastivePretraining(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         metrics, scores, labels = self._eval_epoch_end("test")
         if metrics and self.trainer.is_global_zero:
-            report_metrics(metrics, scores, labels, list(self.prompts), self.trainer)
+            report_metrics(metrics, scores, labels, list(self.prompts), self.trainer, unscored=self.unscored)
 
     def _gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
         outs, self._eval_outputs = self._eval_outputs, []
@@ -216,14 +232,17 @@ class ContrastivePretraining(L.LightningModule):
         if not self._eval_outputs:
             return {}, None, None
         img, txt, lab, reports = self._gather()
-        class_emb = prompt_embeddings(self.encode_text, self.prompts)
-        scale = self.logit_scale.clamp(max=math.log(self.hparams.max_logit_scale)).exp()
-        aurocs = zero_shot_auroc(img, lab, class_emb, scale)
         metrics: dict[str, float] = {}
-        for name, value in zip(self.prompts, aurocs):
-            metrics[f"auroc/{name}"] = float(value)
-        valid = [float(v) for v in aurocs if v == v]
-        metrics["auroc_mean"] = sum(valid) / len(valid) if valid else float("nan")
+        scores = None
+        if self.prompts:
+            class_emb = prompt_embeddings(self.model.encode_text, self.prompts)
+            scale = self.model.scale()
+            aurocs = zero_shot_auroc(img, lab, class_emb, scale)
+            for name, value in zip(self.prompts, aurocs):
+                metrics[f"auroc/{name}"] = float(value)
+            valid = [float(v) for v in aurocs if v == v]
+            metrics["auroc_mean"] = sum(valid) / len(valid) if valid else float("nan")
+            scores = zero_shot_scores(img, class_emb, scale).cpu().numpy()
         # Identical report texts are interchangeable matches (normal studies repeat).
         group_of: dict[str, int] = {}
         groups = torch.tensor([group_of.setdefault(r, len(group_of)) for r in reports])
@@ -231,11 +250,10 @@ class ContrastivePretraining(L.LightningModule):
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", float(v), sync_dist=False, rank_zero_only=True)
         self._report_skipped(stage)
-        scores = zero_shot_scores(img, class_emb, scale)
-        return metrics, scores.cpu().numpy(), lab.cpu().numpy()
+        return metrics, scores, lab.cpu().numpy()
 
     def _report_skipped(self, stage: str) -> None:
         skipped, self._skipped = self._skipped, 0
         self.log(f"{stage}/skipped_samples", float(skipped), rank_zero_only=True)
         if skipped and self.trainer.is_global_zero:
-            print(f"[medvl] {stage}: skipped {skipped} unreadable sample(s) this epoch")
+            log.warning("%s: skipped %d unreadable sample(s) this epoch", stage, skipped)

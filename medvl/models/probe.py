@@ -2,56 +2,70 @@
 
 The standard evaluation of a pretrained medical image encoder (e.g. the linear-probe
 protocol of CLIP, Radford et al. 2021, and the CheXpert fine-tuning protocol of
-Irvin et al. 2019): a linear multi-label head over the pooled image feature, trained
-with binary cross-entropy, scored by per-class AUROC. Labels follow medvl's convention
-(1 positive, 0 negative, -1 uncertain or not mentioned); the ``uncertain`` policy says
-what -1 means for the loss (CheXpert's U-Ignore, U-Ones, U-Zeros); AUROC always ignores it.
+Irvin et al. 2019): a linear multi-label head over the pooled image feature
+(:class:`~medvl.networks.ImageClassifier`), trained with binary cross-entropy
+(:class:`~medvl.losses.MaskedBCELoss`; the ``uncertain`` policy says what label -1
+means: CheXpert's U-Ignore, U-Ones, U-Zeros), scored by per-class AUROC (which always
+ignores -1).
 
-The encoder comes from an export folder (``medvl export``), from the registry at random
-initialisation, or from a task checkpoint's exported weights. Checkpoints of this task
-follow the export contract (hyper-parameters ``vision_encoder``/``img_size``/``in_chans``/
-``vision_kwargs``/``image_mean``/``image_std``, encoder weights under ``visual.``), so a
-fine-tuned encoder exports again with ``medvl export``.
+The encoder comes from ``pretrained`` (an export folder, or a task checkpoint of any
+medvl task, read by :func:`~medvl.encoders.read_encoder_source`) or from the registry at
+random initialisation. Its architecture and preprocessing fix the data settings: a
+given ``img_size``/``in_chans``/``image_mean``/``image_std``/``window`` that disagrees
+with the encoder's raises. The network is ``self.model``, so a checkpoint of this task
+holds the encoder under ``model.visual.`` and its resolved hyper-parameters, and exports
+again with ``medvl export``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from medvl.data.labels import FINDINGS
-from medvl.encoders import create_encoder
+from medvl.encoders import EncoderSource, read_encoder_source
+from medvl.losses import MaskedBCELoss
 from medvl.metrics.classification import multilabel_auroc
 from medvl.models._compile import compile_in_place
-from medvl.models._optim import build_adamw, warmup_cosine
 from medvl.models._reporting import report_classification
+from medvl.networks import ImageClassifier
+from medvl.optim import param_groups, warmup_cosine
 
 __all__ = ["Classifier"]
 
 log = logging.getLogger(__name__)
+
+# Without a pretrained source: the registry default and the data module's defaults.
+_DEFAULTS = {"vision_encoder": "vit_small_patch16", "img_size": 224, "in_chans": 1, "image_mean": 0.5,
+             "image_std": 0.25}
 
 
 class Classifier(L.LightningModule):
     """Multi-label image classification on top of a (pretrained) patch encoder.
 
     Args:
-        pretrained: Export folder of an encoder (``medvl export`` / ``make demo``); its
-            ``config.json`` fixes the architecture, input size, channels and normalisation,
-            overriding the four arguments below. None: a randomly initialised encoder.
-        vision_encoder: Registry name when no ``pretrained`` folder is given.
-        img_size: Square input size when no ``pretrained`` folder is given.
-        in_chans: Input channels when no ``pretrained`` folder is given.
-        image_mean: Subtracted from [0, 1] grey levels (taken from the export when given).
-        image_std: Divides the centred grey levels (taken from the export when given).
-        vision_kwargs: Extra encoder overrides (e.g. ``drop_path_rate`` for fine-tuning).
-        label_names: Label columns of the data's ``labels`` tensor, in order; one output each.
+        pretrained: Export folder (``medvl export`` / ``make demo``) or medvl task
+            checkpoint whose encoder starts training; it fixes the architecture, input
+            size, channels and normalisation. None: a randomly initialised encoder.
+        vision_encoder: Registry name; None: the pretrained one, else ``vit_small_patch16``.
+            Given together with ``pretrained`` it must name the pretrained architecture.
+        img_size: Square input size of the (normalised) images; None: the pretrained
+            encoder's, else 224.
+        in_chans: Image channels; None: the pretrained encoder's, else 1.
+        image_mean: Mean the data subtracted from the [0, 1] grey levels; None: the
+            pretrained encoder's, else 0.5. Recorded for the export only: the data
+            normalises, this task never does.
+        image_std: Std the data divided by; None: the pretrained encoder's, else 0.25.
+        window: DICOM window of the data (``(center, width)`` or a preset name); None:
+            the pretrained encoder's, else each file's own.
+        vision_kwargs: Extra encoder overrides (e.g. ``drop_path_rate`` for fine-tuning),
+            on top of the pretrained encoder's.
+        label_names: Label columns of the data's ``labels`` tensor, in order; one output
+            each. None: the ones the pretrained source records; none at all is an error.
         mode: ``linear`` trains only the head on a frozen encoder (kept in eval mode);
             ``finetune`` trains everything, the encoder at ``lr * encoder_lr_scale``.
         uncertain: Training target for label -1: ``ignore`` (masked out), ``ones`` or ``zeros``.
@@ -68,11 +82,12 @@ class Classifier(L.LightningModule):
     def __init__(
         self,
         pretrained: str | None = None,
-        vision_encoder: str = "vit_small_patch16",
-        img_size: int = 224,
-        in_chans: int = 1,
-        image_mean: float = 0.5,
-        image_std: float = 0.25,
+        vision_encoder: str | None = None,
+        img_size: int | None = None,
+        in_chans: int | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        window: tuple[float, float] | str | None = None,
         vision_kwargs: dict[str, Any] | None = None,
         label_names: list[str] | None = None,
         mode: Literal["linear", "finetune"] = "linear",
@@ -87,99 +102,115 @@ class Classifier(L.LightningModule):
         super().__init__()
         if mode not in ("linear", "finetune"):
             raise ValueError(f"mode must be 'linear' or 'finetune', got {mode!r}")
-        if uncertain not in ("ignore", "ones", "zeros"):
-            raise ValueError(f"uncertain must be 'ignore', 'ones' or 'zeros', got {uncertain!r}")
         self.save_hyperparameters()
-        weights = None
-        if pretrained is not None:
-            cfg_path = Path(pretrained) / "config.json"
-            if cfg_path.is_file():
-                weights = self._resolve_pretrained(Path(pretrained), json.loads(cfg_path.read_text()))
-            else:
-                # Loading one of our own checkpoints after the export folder moved: the
-                # resolved architecture is in the saved hyper-parameters and the weights
-                # in the checkpoint, so the folder is not needed.
-                log.warning("%s: no export folder there; building %s from hyper-parameters",
-                            pretrained, self.hparams.vision_encoder)
+        self.loss_fn = MaskedBCELoss(uncertain)
+        src = self._read_pretrained(pretrained)
+        self._resolve(src)
         hp = self.hparams
-        self.visual = create_encoder(hp.vision_encoder, img_size=hp.img_size, in_chans=hp.in_chans,
-                                     **(hp.vision_kwargs or {}))
-        if weights is not None:
-            self.visual.load_state_dict(weights)
-        self.label_names = list(label_names or FINDINGS)
-        self.head_drop = nn.Dropout(head_dropout)
-        self.head = nn.Linear(self.visual.num_features, len(self.label_names))
-        nn.init.zeros_(self.head.bias)
-        nn.init.normal_(self.head.weight, std=0.01)
-        if mode == "linear":
-            self.visual.requires_grad_(False)
-        compile_in_place(self.visual, compile)  # state-dict keys stay "visual.*"
-        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def _resolve_pretrained(self, folder: Path, cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Take architecture and preprocessing from an export's config; return its weights."""
-        from safetensors.torch import load_file
-
-        kwargs = dict(cfg["encoder_kwargs"])
-        pre = cfg.get("preprocessing", {})
-        self.hparams.update(
-            vision_encoder=cfg["architecture"],
-            img_size=kwargs.pop("img_size"),
-            in_chans=kwargs.pop("in_chans"),
-            image_mean=pre.get("mean", self.hparams.image_mean),
-            image_std=pre.get("std", self.hparams.image_std),
-            vision_kwargs={**kwargs, **(self.hparams.vision_kwargs or {})},
+        self.label_names: list[str] = list(hp.label_names)
+        # The pretrained encoder itself, unless overrides of its settings (drop_path_rate, ...) need a rebuild.
+        rebuild = src is not None and any(src.encoder_kwargs.get(k) != v for k, v in (vision_kwargs or {}).items())
+        self.model = ImageClassifier(
+            num_classes=len(self.label_names),
+            vision_encoder=src.encoder if src is not None and not rebuild else hp.vision_encoder,
+            img_size=hp.img_size, in_chans=hp.in_chans, dropout=head_dropout, freeze_encoder=mode == "linear",
+            vision_kwargs=hp.vision_kwargs,
         )
-        return load_file(str(folder / "model.safetensors"))
+        if rebuild:
+            try:
+                self.model.visual.load_state_dict(src.encoder.state_dict())
+            except RuntimeError as err:
+                raise ValueError(f"{pretrained}: weights do not fit {hp.vision_encoder} with vision_kwargs "
+                                 f"{hp.vision_kwargs}: {err}") from err
+        compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._skipped = 0
+
+    # -- construction -----------------------------------------------------------------
+
+    def _read_pretrained(self, pretrained: str | None) -> EncoderSource | None:
+        if pretrained is None:
+            return None
+        if not Path(pretrained).exists():
+            hp = self.hparams
+            if all(hp[k] is not None for k in (*_DEFAULTS, "label_names")):
+                # Reloading one of our own checkpoints after the source moved: the resolved
+                # architecture is in the hyper-parameters and the weights in the checkpoint.
+                log.warning("%s: not found; building %s from the saved hyper-parameters", pretrained,
+                            hp.vision_encoder)
+                return None
+            raise FileNotFoundError(f"Classifier: pretrained={pretrained}: no such export folder or checkpoint file")
+        return read_encoder_source(pretrained)
+
+    def _resolve(self, src: EncoderSource | None) -> None:
+        """Fill the None data settings from ``src`` (or the defaults); raise where given ones disagree."""
+        hp = self.hparams
+        if src is None:
+            resolved = {k: v if hp[k] is None else hp[k] for k, v in _DEFAULTS.items()}
+        else:
+            where = f"Classifier(pretrained={hp.pretrained!r})"
+            if hp.vision_encoder is not None and hp.vision_encoder != src.architecture:
+                raise ValueError(f"{where}: vision_encoder {hp.vision_encoder!r} given, but the pretrained "
+                                 f"encoder is {src.architecture!r}; leave vision_encoder unset")
+            src.check_preprocessing(img_size=hp.img_size, in_chans=hp.in_chans, mean=hp.image_mean,
+                                    std=hp.image_std, window=hp.window, where=where)
+            kwargs = dict(src.encoder_kwargs)
+            pre = src.preprocessing
+            recorded = {"img_size": kwargs.pop("img_size"), "in_chans": kwargs.pop("in_chans"),
+                        "image_mean": pre.get("mean"), "image_std": pre.get("std")}
+            resolved = {k: hp[k] if hp[k] is not None else recorded[k] if recorded[k] is not None else v
+                        for k, v in _DEFAULTS.items() if k != "vision_encoder"}
+            resolved["vision_encoder"] = src.architecture
+            resolved["vision_kwargs"] = {**kwargs, **(hp.vision_kwargs or {})}
+            if hp.window is None and pre.get("window") is not None:
+                resolved["window"] = pre["window"]
+            if hp.label_names is None and src.label_names:
+                resolved["label_names"] = list(src.label_names)
+        window = resolved.get("window", hp.window)
+        resolved["window"] = tuple(window) if isinstance(window, list) else window
+        names = resolved.get("label_names", hp.label_names)
+        if not names:
+            raise ValueError("Classifier: no label_names (one output per label name); pass the data module's "
+                             "label_names" + ("" if src is None else f" (the pretrained {src.origin} records none)"))
+        resolved["label_names"] = list(names)
+        hp.update(resolved)
+
+    def tokenizers(self) -> dict[str, Callable[[list[str]], dict[str, torch.Tensor]]]:
+        """No text: images and labels only."""
+        return {}
 
     # -- forward ------------------------------------------------------------------------
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``(B, C, S, S)`` in [0, 1] -> ``{"logits": (B, K), "image_features": (B, D)}``."""
-        x = (image - self.hparams.image_mean) / self.hparams.image_std
-        if self.hparams.mode == "linear":
-            # Frozen: no dropout, no BatchNorm statistics updates. Lightning restores
-            # submodule modes one by one after validation, bypassing train(); re-assert here.
-            self.visual.eval()
-            with torch.no_grad():
-                feats = self.visual.forward_head(self.visual.forward_features(x), pre_logits=True)
-        else:
-            feats = self.visual.forward_head(self.visual.forward_features(x), pre_logits=True)
-        return {"logits": self.head(self.head_drop(feats)), "image_features": feats}
-
-    def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
-        if self.hparams.mode == "linear":
-            self.visual.eval()  # frozen: no dropout, no BatchNorm statistics updates
-        return self
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Masked BCE; label -1 handled by the ``uncertain`` policy."""
-        target = labels.clone()
-        policy = self.hparams.uncertain
-        if policy == "ones":
-            target[target < 0] = 1.0
-        elif policy == "zeros":
-            target[target < 0] = 0.0
-        mask = (target >= 0).to(logits.dtype)
-        # fp32 island: the per-element BCE and its mean over few valid labels.
-        with torch.autocast(logits.device.type, enabled=False):
-            bce = F.binary_cross_entropy_with_logits(logits.float(), target.clamp_min(0).float(), reduction="none")
-            return (bce * mask).sum() / mask.sum().clamp_min(1.0)
+        """``(B, C, S, S)`` normalised image -> ``{"logits": (B, K), "image_features": (B, D)}``."""
+        return self.model(image)
 
     # -- loops --------------------------------------------------------------------------
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def _labels(self, batch: dict[str, Any]) -> torch.Tensor:
+        labels = batch["labels"]  # (B, K)
+        if labels.shape[1] != len(self.label_names):
+            raise ValueError(f"the batch has {labels.shape[1]} label columns but label_names has "
+                             f"{len(self.label_names)}: {self.label_names}; link the model's label_names to the "
+                             "data module's")
+        return labels
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self._skipped += int(batch.get("n_skipped", 0))
         if "image" not in batch:  # every sample of the batch was unreadable
             return None
         out = self(batch["image"])
-        loss = self.loss(out["logits"], batch["labels"])
+        loss = self.loss_fn(**out, labels=self._labels(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        self._report_skipped("train")
+
     def _eval_step(self, batch: dict[str, Any]) -> None:
+        self._skipped += int(batch.get("n_skipped", 0))
         if "image" in batch:
-            self._outputs.append((torch.sigmoid(self(batch["image"])["logits"]).float(), batch["labels"]))
+            self._outputs.append((torch.sigmoid(self(batch["image"])["logits"]).float(), self._labels(batch)))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
@@ -191,7 +222,14 @@ class Classifier(L.LightningModule):
         probs = torch.sigmoid(self(batch["image"])["logits"])
         return {"study_id": batch.get("study_id"), "probabilities": probs, "label_names": self.label_names}
 
+    def _report_skipped(self, stage: str) -> None:
+        skipped, self._skipped = self._skipped, 0
+        self.log(f"{stage}/skipped_samples", float(skipped), rank_zero_only=True)
+        if skipped and self.trainer.is_global_zero:
+            log.warning("%s: skipped %d unreadable sample(s) this epoch", stage, skipped)
+
     def _epoch_end(self, stage: str) -> dict[str, float]:
+        self._report_skipped(stage)
         if not self._outputs:
             return {}
         scores = torch.cat([s for s, _ in self._outputs])
@@ -218,14 +256,10 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        if hp.mode == "linear":
-            opt = build_adamw(self.head, lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            head = build_adamw(self.head, lr=hp.lr, weight_decay=hp.weight_decay)
-            enc = build_adamw(self.visual, lr=hp.lr * hp.encoder_lr_scale, weight_decay=hp.weight_decay)
-            for g in enc.param_groups:
-                g["lr"] = hp.lr * hp.encoder_lr_scale
-            opt = torch.optim.AdamW(head.param_groups + enc.param_groups, lr=hp.lr)
+        # A frozen (linear-probe) encoder has no trainable parameters: its groups come out empty.
+        groups = param_groups(self.model.head, weight_decay=hp.weight_decay, lr=hp.lr)
+        groups += param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
+        opt = torch.optim.AdamW(groups, lr=hp.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

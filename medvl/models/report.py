@@ -1,13 +1,14 @@
-"""Radiology report generation as a LightningModule: patch encoder -> report decoder.
+"""Radiology report generation: the task around :class:`medvl.networks.ReportGenerator`.
 
-The shared patch encoder (random, from a medvl task checkpoint, or from an exported
-encoder; frozen, partly frozen or trained) feeds one of the decoders of
-:mod:`medvl.heads.report_decoder`: a transformer decoder with optional cross-modal
-memory (R2Gen/R2GenCMN) or a prefix design on a local Hugging Face causal LM
-(LLaVA-Med's two stages: ``lm_stage1_epochs`` epochs train only the projector, then the
-LM joins). Training is teacher-forced next-token cross-entropy on the datamodule's text
-field (``text_key``: findings, impression or the whole report). Validation and test
-generate with the configured strategy and score with :mod:`medvl.metrics.nlg`
+The network (the shared patch encoder, random or read from an export folder or a medvl
+task checkpoint through :func:`medvl.encoders.source.read_encoder_source`; frozen,
+partly frozen or trained; and a report decoder of :mod:`medvl.heads.report_decoder`)
+lives in :mod:`medvl.networks`. This task adds teacher-forced next-token cross-entropy
+(:class:`medvl.losses.CaptioningLoss`) on the datamodule's text field (``text_key``:
+findings, impression or the whole report), AdamW with the encoder at a fraction of the
+decoder's learning rate, LLaVA-Med's two stages for the prefix LM (``lm_stage1_epochs``
+epochs train only the projector, then the LM joins), and the evaluation: validation and
+test generate with the configured strategy and score with :mod:`medvl.metrics.nlg`
 (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) and :mod:`medvl.metrics.clinical` (CheXpert-
 observation clinical efficacy); the test writes the generated reports, a JSON and a
 Markdown table of the metrics. ``medvl predict`` writes ``predictions.jsonl`` (study id,
@@ -23,66 +24,43 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from medvl.data.labels import CHEXPERT_LABELS
 from medvl.data.vocab import WordTokenizer
 from medvl.encoders import create_encoder
-from medvl.heads import generation
-from medvl.heads.report_decoder import PrefixLMDecoder, TransformerReportDecoder
+from medvl.encoders.source import read_encoder_source
+from medvl.losses import CaptioningLoss
 from medvl.models._compile import compile_in_place
-from medvl.models._optim import warmup_cosine
+from medvl.networks import ReportGenerator
+from medvl.optim import param_groups, warmup_cosine
 
-__all__ = ["ReportGeneration", "load_encoder_weights"]
+__all__ = ["ReportGeneration"]
 
 log = logging.getLogger(__name__)
 
-_ENCODER_HP = ("vision_encoder", "img_size", "in_chans", "vision_kwargs", "image_mean", "image_std")
-
-
-def load_encoder_weights(source: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Encoder hyper-parameters and weights from an export folder or a medvl task checkpoint.
-
-    Returns:
-        ``({vision_encoder, img_size, in_chans, vision_kwargs, image_mean, image_std}, state_dict)``.
-    """
-    path = Path(source)
-    if path.is_dir():
-        from safetensors.torch import load_file
-
-        cfg = json.loads((path / "config.json").read_text())
-        kwargs = dict(cfg["encoder_kwargs"])
-        pre = cfg.get("preprocessing", {})
-        hp = {"vision_encoder": cfg["architecture"], "img_size": kwargs.pop("img_size"),
-              "in_chans": kwargs.pop("in_chans"), "vision_kwargs": kwargs,
-              "image_mean": pre.get("mean", 0.0), "image_std": pre.get("std", 1.0)}
-        return hp, load_file(str(path / "model.safetensors"))
-    if not path.is_file():
-        raise FileNotFoundError(f"{source}: neither an export folder nor a checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    saved = ckpt.get("hyper_parameters", {})
-    missing = [k for k in _ENCODER_HP[:3] if k not in saved]
-    if missing:
-        raise ValueError(f"{source}: not a medvl task checkpoint (hyper-parameters lack {missing})")
-    hp = {k: saved.get(k) for k in _ENCODER_HP}
-    hp["vision_kwargs"] = hp["vision_kwargs"] or {}
-    state = {k[len("visual."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("visual.")}
-    return hp, state
+# What an image is when neither the data module nor a pretrained source says.
+_DATA_DEFAULTS = {"img_size": 224, "in_chans": 1, "image_mean": 0.5, "image_std": 0.25}
 
 
 class ReportGeneration(L.LightningModule):
-    """Image-to-report generation on the shared patch encoder.
+    """Image-to-report generation on the shared patch encoder; the network is ``self.model``.
 
     Args:
         pretrained: Export folder or medvl task checkpoint whose encoder (architecture,
-            input size, normalisation and weights) starts training; None: random init
-            with the four arguments below.
+            input size, preprocessing and weights) starts training; None: random init
+            of ``vision_encoder``.
         vision_encoder: Registry name without ``pretrained``.
-        img_size: Input size without ``pretrained``.
-        in_chans: Input channels without ``pretrained``.
-        image_mean: Normalisation mean without ``pretrained``.
-        image_std: Normalisation std without ``pretrained``.
-        vision_kwargs: Extra encoder overrides.
+        img_size: Square input size of the data (linked from the data module); None: the
+            pretrained encoder's, else 224. A value that disagrees with ``pretrained``
+            is an error naming both.
+        in_chans: Image channels of the data; None: the pretrained encoder's, else 1.
+        image_mean: Mean the data pipeline subtracted (recorded; the task does not
+            normalise); None: the pretrained encoder's, else 0.5.
+        image_std: Std the data pipeline divided by; None: the pretrained encoder's, else 0.25.
+        window: DICOM window the data pipeline applied; None: the pretrained encoder's,
+            else each file's own.
+        label_names: The data's label columns (recorded; report generation does not use them).
+        vision_kwargs: Extra encoder overrides (on top of the pretrained encoder's).
         freeze: ``none`` trains the encoder, ``all`` freezes it, ``partial`` trains only
             its last ``unfreeze_last`` blocks and final norm (``norm``, or ``fc_norm``).
         unfreeze_last: Blocks trained when ``freeze="partial"``.
@@ -122,10 +100,12 @@ class ReportGeneration(L.LightningModule):
         self,
         pretrained: str | None = None,
         vision_encoder: str = "vit_small_patch16",
-        img_size: int = 224,
-        in_chans: int = 1,
-        image_mean: float = 0.5,
-        image_std: float = 0.25,
+        img_size: int | None = None,
+        in_chans: int | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        window: tuple[float, float] | str | None = None,
+        label_names: list[str] | None = None,
         vision_kwargs: dict[str, Any] | None = None,
         freeze: Literal["none", "all", "partial"] = "none",
         unfreeze_last: int = 2,
@@ -155,64 +135,61 @@ class ReportGeneration(L.LightningModule):
         super().__init__()
         if decoder == "prefix_lm" and not lm_path:
             raise ValueError("decoder='prefix_lm' needs lm_path (a local Hugging Face causal LM folder)")
+        if decoding not in ("greedy", "beam", "sample"):
+            raise ValueError(f"decoding must be 'greedy', 'beam' or 'sample', got {decoding!r}")
         unknown = sorted(set(ce_observations or ()) - set(CHEXPERT_LABELS))
         if unknown:
             raise ValueError(f"ce_observations: unknown {unknown}; known: {list(CHEXPERT_LABELS)}")
         self.save_hyperparameters()
-        weights = None
-        if pretrained is not None:
-            if Path(pretrained).exists():
-                enc_hp, weights = load_encoder_weights(pretrained)
-                enc_hp["vision_kwargs"] = {**enc_hp["vision_kwargs"], **(vision_kwargs or {})}
-                self.hparams.update(enc_hp)
-            else:  # reloading our own checkpoint: hyper-parameters already resolved
-                log.warning("%s not found; building %s from hyper-parameters", pretrained, self.hparams.vision_encoder)
+        encoder = self._read_pretrained() if pretrained is not None else None
         hp = self.hparams
-        self.visual = create_encoder(hp.vision_encoder, img_size=hp.img_size, in_chans=hp.in_chans,
-                                     **(hp.vision_kwargs or {}))
-        if weights is not None:
-            self.visual.load_state_dict(weights)
-        self._apply_freeze()
-        compile_in_place(self.visual, compile)  # state-dict keys stay "visual.*"
-        self.decoder: TransformerReportDecoder | PrefixLMDecoder | None = None
-        self.tokenizer: WordTokenizer | PrefixLMDecoder | None = None
-        if decoder == "prefix_lm":
-            self._build_decoder()
-        elif vocab is not None:
-            self._build_decoder(vocab)
+        for key, default in _DATA_DEFAULTS.items():  # resolved values travel in the checkpoint
+            if hp[key] is None:
+                hp[key] = default
+        hp.label_names = None if label_names is None else list(label_names)
+        self.model = ReportGenerator(
+            vision_encoder=hp.vision_encoder, img_size=hp.img_size, in_chans=hp.in_chans,
+            vision_kwargs=hp.vision_kwargs, encoder=encoder, freeze=freeze, unfreeze_last=unfreeze_last,
+            decoder=decoder, decoder_kwargs=decoder_kwargs, vocab=vocab if decoder == "transformer" else None,
+            lm_path=lm_path, train_lm=lm_stage1_epochs == 0, max_length=max_length,
+        )
+        compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
+        self.loss_fn = CaptioningLoss(label_smoothing=label_smoothing)
         self._eval: list[dict[str, Any]] = []
         self._predictions: list[dict[str, str]] = []
 
     # -- construction -----------------------------------------------------------------
 
-    def _apply_freeze(self) -> None:
-        mode = self.hparams.freeze
-        if mode not in ("none", "all", "partial"):
-            raise ValueError(f"freeze must be 'none', 'all' or 'partial', got {mode!r}")
-        self.visual.requires_grad_(mode == "none")
-        if mode == "partial":
-            n = len(self.visual.blocks)
-            for blk in list(self.visual.blocks)[max(0, n - self.hparams.unfreeze_last):]:
-                blk.requires_grad_(True)
-            self.visual.norm.requires_grad_(True)
-            self.visual.fc_norm.requires_grad_(True)  # the final norm of fc_norm encoders (norm is then Identity)
+    def _read_pretrained(self) -> torch.nn.Module | None:
+        """The ``pretrained`` encoder, its settings resolved into the hyper-parameters.
 
-    def _build_decoder(self, vocab: list[str] | None = None) -> None:
+        Data settings given here must agree with the ones the source records; those not
+        given are taken from it.
+        """
         hp = self.hparams
-        kwargs = dict(hp.decoder_kwargs or {})
-        if hp.decoder == "prefix_lm":
-            self.decoder = PrefixLMDecoder(hp.lm_path, self.visual.num_features, max_length=hp.max_length,
-                                           train_lm=hp.lm_stage1_epochs == 0, **kwargs)
-            self.tokenizer = self.decoder
-            self.bos_id, self.eos_id, self.pad_id = self.decoder.bos_id, self.decoder.eos_id, self.decoder.pad_id
-        else:
-            tok = WordTokenizer(vocab, max_length=hp.max_length)
-            self.decoder = TransformerReportDecoder(len(tok), self.visual.num_features, max_length=hp.max_length, **kwargs)
-            self.tokenizer = tok
-            self.bos_id, self.eos_id, self.pad_id = tok.bos_id, tok.eos_id, tok.pad_id
+        if not Path(hp.pretrained).exists():
+            # Reloading our own checkpoint elsewhere: the resolved settings are in the hyper-parameters.
+            log.warning("%s not found; building %s from the hyper-parameters", hp.pretrained, hp.vision_encoder)
+            return None
+        src = read_encoder_source(hp.pretrained)
+        src.check_preprocessing(img_size=hp.img_size, in_chans=hp.in_chans, mean=hp.image_mean, std=hp.image_std,
+                                window=hp.window, where=f"ReportGeneration(pretrained={hp.pretrained!r})")
+        pre = src.preprocessing
+        kwargs = {k: v for k, v in src.encoder_kwargs.items() if k not in ("img_size", "in_chans")}
+        given = dict(hp.vision_kwargs or {})
+        recorded = {"img_size": pre.get("img_size"), "in_chans": pre.get("in_chans"), "image_mean": pre.get("mean"),
+                    "image_std": pre.get("std"), "window": pre.get("window")}
+        hp.update({k: v for k, v in recorded.items() if hp[k] is None})
+        hp.update(vision_encoder=src.architecture, vision_kwargs={**kwargs, **given})
+        encoder = src.encoder
+        if any(kwargs.get(k, object()) != v for k, v in given.items()):  # overrides such as drop_path_rate
+            encoder = create_encoder(src.architecture, **{**src.encoder_kwargs, **given})
+            encoder.load_state_dict(src.encoder.state_dict())
+        log.info("encoder %s from %s (%s)", src.architecture, hp.pretrained, src.origin)
+        return encoder
 
     def setup(self, stage: str) -> None:
-        if self.decoder is not None:
+        if self.model.decoder is not None:
             return
         dm = self.trainer.datamodule if self.trainer is not None else None
         if dm is None or not hasattr(dm, "train_texts"):
@@ -220,61 +197,46 @@ class ReportGeneration(L.LightningModule):
         tok = WordTokenizer.build(dm.train_texts(), min_freq=self.hparams.vocab_min_freq, max_length=self.hparams.max_length)
         self.hparams.vocab = tok.vocab  # saved with the checkpoint: reloads without the data
         log.info("report vocabulary: %d words (min count %d)", len(tok), self.hparams.vocab_min_freq)
-        self._build_decoder(tok.vocab)
+        self.model.set_vocab(tok.vocab)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("hyper_parameters", {}).get("vocab")
-        if self.hparams.decoder == "transformer" and saved and (self.tokenizer is None or self.tokenizer.vocab != saved):
+        if self.hparams.decoder == "transformer" and saved and self.model.vocab != saved:
             self.hparams.vocab = saved
-            self._build_decoder(saved)
+            self.model.set_vocab(saved)
+
+    def tokenizers(self) -> dict[str, Any]:
+        """``{"report": tokenizer}``: the decoder's picklable tokenizer, run in loader workers.
+
+        The transformer decoder's vocabulary exists once :meth:`setup` has run (Lightning
+        calls it before it asks for dataloaders); before that there is nothing to give.
+        """
+        if self.model.tokenizer is None:
+            log.debug("no report vocabulary yet: reports are tokenised in the steps")
+            return {}
+        return {"report": self.model.tokenizer}
 
     # -- forward ------------------------------------------------------------------------
 
-    def visual_context(self, image: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, C, S, S)`` in [0, 1] -> decoder context (projected tokens)."""
-        x = (image - self.hparams.image_mean) / self.hparams.image_std
-        frozen = self.hparams.freeze == "all"
-        if frozen:
-            self.visual.eval()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            tokens = self.visual.forward_features(x)  # (B, P + N, D)
-        return self.decoder.encode_visual(tokens)
+    @staticmethod
+    def _tokens(batch: dict[str, Any]) -> Any:
+        """The batch's report tokens when the loader made them, else the raw texts."""
+        return batch["report_tokens"] if "report_tokens" in batch else batch["report"]
 
-    def forward(self, image: torch.Tensor, report: list[str]) -> dict[str, torch.Tensor]:
-        """Teacher-forced logits and targets: ``{"logits": (B, T-1, V), "targets": (B, T-1)}``."""
-        tok = self.tokenizer(report) if self.hparams.decoder == "transformer" else self.decoder.tokenize(report)
-        ids, mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
-        logits = self.decoder(ids[:, :-1], self.visual_context(image), attention_mask=mask[:, :-1])
-        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        return {"logits": logits, "targets": targets}
+    def forward(self, image: torch.Tensor, report: Any) -> dict[str, torch.Tensor]:
+        """Teacher-forced ``{"logits": (B, T-1, V), "targets": (B, T-1)}`` (tokens or raw texts)."""
+        return self.model(image, report)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # fp32 island: softmax over the vocabulary.
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100,
-                               label_smoothing=self.hparams.label_smoothing)
+    def decoding_options(self) -> dict[str, Any]:
+        """The configured decoding, as keyword arguments of :meth:`ReportGenerator.generate`."""
+        hp = self.hparams
+        keys = ("decoding", "num_beams", "length_penalty", "no_repeat_ngram_size", "temperature", "top_k", "top_p",
+                "max_length")
+        return {k: hp[k] for k in keys}
 
-    @torch.no_grad()
     def generate(self, image: torch.Tensor, **overrides: Any) -> list[str]:
-        """Reports for a batch of images with the configured (or overridden) decoding."""
-        hp = {**self.hparams, **overrides}
-        ctx = self.visual_context(image)
-        B = image.shape[0]
-        common = dict(bos_id=self.bos_id, eos_id=self.eos_id, max_length=hp["max_length"], device=image.device)
-        if hp["decoding"] == "beam":
-            K = hp["num_beams"]
-            ctx_k = ctx.repeat_interleave(K, dim=0)
-            ids = generation.beam_search(lambda t: self.decoder(t, ctx_k)[:, -1], B, num_beams=K,
-                                         length_penalty=hp["length_penalty"],
-                                         no_repeat_ngram_size=hp["no_repeat_ngram_size"], **common)
-        elif hp["decoding"] == "sample":
-            ids = generation.sample(lambda t: self.decoder(t, ctx)[:, -1], B, temperature=hp["temperature"],
-                                    top_k=hp["top_k"], top_p=hp["top_p"], **common)
-        elif hp["decoding"] == "greedy":
-            ids = generation.greedy(lambda t: self.decoder(t, ctx)[:, -1], B,
-                                    no_repeat_ngram_size=hp["no_repeat_ngram_size"], **common)
-        else:
-            raise ValueError(f"decoding must be 'greedy', 'beam' or 'sample', got {hp['decoding']!r}")
-        return [self.tokenizer.decode(row) for row in ids]
+        """Reports for a batch of normalised images with the configured (or overridden) decoding."""
+        return self.model.generate(image, **{**self.decoding_options(), **overrides})
 
     # -- training -----------------------------------------------------------------------
 
@@ -282,37 +244,24 @@ class ReportGeneration(L.LightningModule):
         stage1 = self.hparams.lm_stage1_epochs
         if self.hparams.decoder == "prefix_lm" and stage1 is not None:
             train_lm = self.current_epoch >= stage1
-            if train_lm != self.decoder.train_lm:
-                self.decoder.set_train_lm(train_lm)
-                print(f"[medvl] epoch {self.current_epoch}: {'stage 2, training projector and LM' if train_lm else 'stage 1, projector only'}")
+            if train_lm != self.model.train_lm:
+                self.model.set_train_lm(train_lm)
+                log.info("epoch %d: %s", self.current_epoch,
+                         "stage 2, training projector and LM" if train_lm else "stage 1, projector only")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if "image" not in batch:
             return None
-        out = self(batch["image"], batch["report"])
-        loss = self.loss(out["logits"], out["targets"])
+        loss = self.loss_fn(**self.model(batch["image"], self._tokens(batch)))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
     def configure_optimizers(self):
         hp = self.hparams
-        exempt: set[str] = set()
-        for prefix, child in self.named_modules():
-            fn = getattr(child, "no_weight_decay", None)
-            if callable(fn) and child is not self:
-                exempt |= {f"{prefix}.{n}" if prefix else n for n in fn()}
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-        for name, p in self.named_parameters():
-            is_enc = name.startswith("visual.")
-            if is_enc and not p.requires_grad:
-                continue  # frozen encoder parts never train; a staged LM is kept (unfrozen later)
-            groups.setdefault((is_enc, p.ndim < 2 or name in exempt), []).append(p)
-        params = [
-            {"params": ps, "lr": hp.lr * (hp.encoder_lr_scale if enc else 1.0),
-             "weight_decay": 0.0 if no_decay else hp.weight_decay}
-            for (enc, no_decay), ps in groups.items()
-        ]
-        opt = torch.optim.AdamW(params, lr=hp.lr, betas=(0.9, 0.98))
+        # Frozen encoder parts never train; the staged LM is kept (unfrozen at stage 2).
+        groups = (param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
+                  + param_groups(self.model.decoder, weight_decay=hp.weight_decay, lr=hp.lr, skip_frozen=False))
+        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.98))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -322,8 +271,7 @@ class ReportGeneration(L.LightningModule):
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         if "image" not in batch:
             return
-        out = self(batch["image"], batch["report"])
-        loss = self.loss(out["logits"], out["targets"])
+        loss = self.loss_fn(**self.model(batch["image"], self._tokens(batch)))
         self.log(f"{stage}/loss", loss, batch_size=batch["image"].shape[0])
         limit = self.hparams.max_eval_batches
         if stage == "val" and limit is not None and batch_idx >= limit:
@@ -399,4 +347,4 @@ class ReportGeneration(L.LightningModule):
         with path.open("w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        print(f"[medvl] wrote {len(rows)} generated reports to {path}")
+        log.info("wrote %d generated reports to %s", len(rows), path)

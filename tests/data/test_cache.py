@@ -12,17 +12,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from medvl.data.cache import (
-    CachedImageDataset,
     CacheMismatchError,
+    CacheReader,
     CacheSpec,
     build_cache,
     is_complete,
-    preprocess_image,
     read_cache_manifest,
 )
 from medvl.data.dataset import ImageReportDataset, collate_samples, read_manifest
 from medvl.data.labels import FINDINGS
+from medvl.data.pipeline import ImagePipeline
 from medvl.data.synth import generate_dataset
+
+
+def _cached(cache_dir, rows, pipeline=None):
+    reader = CacheReader(cache_dir)
+    pipeline = pipeline or reader.spec.pipeline()
+    return ImageReportDataset(rows, cache=reader, pipeline=pipeline, label_names=FINDINGS)
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +54,18 @@ def test_cache_matches_uncached_pipeline(synth, tmp_path):
     assert len(rows) == 13
     bad_id = _records(synth)[4]["study_id"]
     assert bad_id not in {r["study_id"] for r in rows}
-    ds = CachedImageDataset(tmp_path / "c", rows, label_names=FINDINGS)
+    pipeline = ImagePipeline(48, mean=0.5, std=0.25)
+    ds = _cached(tmp_path / "c", rows, pipeline)
     ref = ImageReportDataset(
-        [r for r in _records(synth) if r["study_id"] != bad_id], synth, img_size=48, label_names=FINDINGS
+        [r for r in _records(synth) if r["study_id"] != bad_id], synth, pipeline=pipeline, label_names=FINDINGS
     )
     for i in range(len(rows)):
         got, want = ds[i], ref[i]
         assert got["study_id"] == want["study_id"]
         assert got["report"] == want["report"]
         torch.testing.assert_close(got["labels"], want["labels"])
-        # uint16 quantisation: at most half a step of 1/65535.
-        np.testing.assert_allclose(got["image"].numpy(), want["image"].numpy(), atol=1 / 65535)
+        # uint16 quantisation: at most half a step of 1/65535, divided by the std.
+        np.testing.assert_allclose(got["image"].numpy(), want["image"].numpy(), atol=0.5 / 65535 / 0.25 + 1e-6)
     # No source path in the cache manifest, only its hash.
     assert all("image" not in r and len(r["source_sha256"]) == 64 for r in rows)
 
@@ -67,8 +74,8 @@ def test_uint8_quantisation_and_sample_values(synth, tmp_path):
     spec = CacheSpec(img_size=32, dtype="uint8", shard_size=100)
     build_cache(_records(synth)[:3], synth, tmp_path, spec, num_workers=0, progress=False)
     arr = np.load(tmp_path / "shard_00000.npy")
-    assert arr.dtype == np.uint8 and arr.shape == (3, 32, 32)
-    want = preprocess_image(synth / _records(synth)[0]["image"], spec)
+    assert arr.dtype == np.uint8 and arr.shape == (3, 1, 32, 32)
+    want = spec.pipeline().load(synth / _records(synth)[0]["image"])  # the pipeline's deterministic prefix
     np.testing.assert_allclose(arr[0] / 255.0, want, atol=0.5 / 255 + 1e-6)
     assert arr[0].std() > 10  # a real image, not a blank
 
@@ -110,8 +117,8 @@ def test_parallel_build_equals_serial(synth, tmp_path):
 def test_worker_processes_read_the_same_samples(synth, tmp_path):
     spec = CacheSpec(img_size=32, shard_size=4)
     build_cache(_records(synth), synth, tmp_path, spec, num_workers=0, progress=False)
-    ds = CachedImageDataset(tmp_path, read_cache_manifest(tmp_path), label_names=FINDINGS)
-    ds.image(0)  # open a memory map in the parent: it must not be pickled into workers
+    ds = _cached(tmp_path, read_cache_manifest(tmp_path))
+    ds.load_image(0)  # open a memory map in the parent: it must not be pickled into workers
     single = [b for b in DataLoader(ds, batch_size=5, collate_fn=collate_samples)]
     multi = [b for b in DataLoader(ds, batch_size=5, num_workers=2, collate_fn=collate_samples)]
     for a, b in zip(single, multi, strict=True):
@@ -140,3 +147,19 @@ def test_datamodule_builds_and_reads_cache(synth, tmp_path):
     )
     with pytest.raises(CacheMismatchError):
         other.prepare_data()
+
+
+def test_a_cache_of_other_preprocessing_is_refused(synth, tmp_path):
+    build_cache(_records(synth)[:3], synth, tmp_path, CacheSpec(img_size=32), num_workers=0, progress=False)
+    with pytest.raises(CacheMismatchError, match="pipeline wants size 48"):
+        _cached(tmp_path, read_cache_manifest(tmp_path), ImagePipeline(48))
+    with pytest.raises(CacheMismatchError, match="3 channel"):
+        _cached(tmp_path, read_cache_manifest(tmp_path), ImagePipeline(32, in_chans=3))
+
+
+def test_three_channel_cache_replicates_grey(synth, tmp_path):
+    spec = CacheSpec(img_size=32, in_chans=3)
+    build_cache(_records(synth)[:2], synth, tmp_path, spec, num_workers=0, progress=False)
+    arr = np.load(tmp_path / "shard_00000.npy")
+    assert arr.shape == (2, 3, 32, 32)
+    np.testing.assert_array_equal(arr[:, 0], arr[:, 2])

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from medvl.data import DicomReadError, read_dicom
-from medvl.data.dataset import ImageReportDataset, ManifestError, collate_samples, read_manifest
+from medvl.data.dataset import Collate, ImageReportDataset, ManifestError, collate_samples, read_manifest
+from medvl.data.pipeline import ImagePipeline
 from medvl.data.labels import FINDINGS
 from medvl.data.synth import generate_dataset
 
@@ -70,7 +71,7 @@ def test_split_filter_and_labels(synthetic):
     rows = read_manifest(synthetic / "manifest.jsonl")
     train = read_manifest(synthetic / "manifest.jsonl", split="train")
     assert 0 < len(train) < len(rows) and all(r["split"] == "train" for r in train)
-    ds = ImageReportDataset(train, synthetic, img_size=32, label_names=[*FINDINGS, "edema"])
+    ds = ImageReportDataset(train, synthetic, pipeline=ImagePipeline(32), label_names=[*FINDINGS, "edema"])
     sample = ds[0]
     assert sample["image"].shape == (1, 32, 32) and sample["image"].dtype == torch.float32
     assert sample["labels"][-1] == -1  # a finding absent from the manifest is ignored, not negative
@@ -86,14 +87,29 @@ def test_bad_files_are_skipped_and_counted(synthetic, tmp_path):
     (tmp_path / rows[1]["image"]).write_bytes(b"not a dicom file at all")
     (tmp_path / rows[2]["image"]).unlink()
 
-    lazy = ImageReportDataset(rows, tmp_path, img_size=32, label_names=FINDINGS)
+    lazy = ImageReportDataset(rows, tmp_path, pipeline=ImagePipeline(32), label_names=FINDINGS)
     batch = collate_samples([lazy[i] for i in range(4)])
     assert batch["n_skipped"] == 2 and batch["image"].shape[0] == 2
     assert batch["study_id"] == [rows[0]["study_id"], rows[3]["study_id"]]
 
-    eager = ImageReportDataset(rows, tmp_path, img_size=32, label_names=FINDINGS, preload=True, progress=False)
+    eager = ImageReportDataset(rows, tmp_path, pipeline=ImagePipeline(32), label_names=FINDINGS, preload=True,
+                               progress=False)
     assert len(eager) == 2 and set(eager.skipped) == {rows[1]["study_id"], rows[2]["study_id"]}
-    torch.testing.assert_close(eager[0]["image"], lazy[0]["image"], atol=1e-3, rtol=0)  # float16 cache
+    torch.testing.assert_close(eager[0]["image"], lazy[0]["image"], atol=4e-3, rtol=0)  # float16 cache, / std
+
+
+def test_collate_tokenises_text_fields_in_the_loader(synthetic):
+    rows = read_manifest(synthetic / "manifest.jsonl")[:3]
+    ds = ImageReportDataset(rows, synthetic, pipeline=ImagePipeline(32), label_names=FINDINGS)
+
+    def tokenize(texts):
+        ids = torch.tensor([[len(t.split())] for t in texts])
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    batch = Collate({"report": tokenize})([ds[i] for i in range(3)])
+    assert batch["report_tokens"]["input_ids"].flatten().tolist() == [len(r["report"].split()) for r in rows]
+    with pytest.raises(KeyError, match="question"):
+        Collate({"question": tokenize})([ds[0]])
 
 
 def test_read_error_is_a_value_error_naming_the_file(tmp_path):

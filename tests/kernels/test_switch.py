@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import medvl.kernels as K
 from medvl.layers.attention import fused_attn_default
+from tests._multiprocess import run_python
 
 
 @pytest.mark.parametrize("value", ["0", "false", "No", " off ", "1", "true", "yes", ""])
@@ -111,6 +109,6 @@ def test_cpu_without_interpreter_takes_the_reference(monkeypatch):
 def test_import_is_light():
     # Importing medvl.kernels must not import Triton (it loads lazily, on first use).
     probe = "import sys, medvl.kernels; print('triton' in sys.modules)"
-    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    res = run_python(["-c", probe], timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.strip() == "False"
+    assert res.stdout.strip() == "False", f"stdout: {res.stdout[-2000:]}\nstderr: {res.stderr[-2000:]}"

@@ -8,15 +8,12 @@ the ranks' gradients, so: mean of rank losses == full loss, rank r's feature gra
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from medvl.losses import ClipLoss, SigLipLoss
+from tests._multiprocess import run_workers
 
 WORLD = 2
 
@@ -37,32 +34,20 @@ def _loss(fn, img, txt, scale, bias):
     return fn(image_features=img, text_features=txt, logit_scale=scale, logit_bias=bias)
 
 
-def _worker(rank: int, port: int, kind: str, sizes: list[int], gather: bool, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
-    try:
-        img, txt, scale, bias = _inputs(sizes)
-        lo = sum(sizes[:rank])
-        sl = slice(lo, lo + sizes[rank])
-        img, txt = img[sl].clone().requires_grad_(), txt[sl].clone().requires_grad_()
-        scale, bias = scale.clone().requires_grad_(), bias.clone().requires_grad_()
-        loss = _loss(_make(kind, gather), img, txt, scale, bias)
-        loss.backward()
-        torch.save({"loss": loss.detach(), "img": img.grad, "txt": txt.grad, "scale": scale.grad,
-                    "bias": bias.grad}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank: int, world: int, kind: str, sizes: list[int], gather: bool) -> dict:
+    # Runs in its own process inside an initialised gloo group (tests/_multiprocess.py).
+    img, txt, scale, bias = _inputs(sizes)
+    lo = sum(sizes[:rank])
+    sl = slice(lo, lo + sizes[rank])
+    img, txt = img[sl].clone().requires_grad_(), txt[sl].clone().requires_grad_()
+    scale, bias = scale.clone().requires_grad_(), bias.clone().requires_grad_()
+    loss = _loss(_make(kind, gather), img, txt, scale, bias)
+    loss.backward()
+    return {"loss": loss.detach(), "img": img.grad, "txt": txt.grad, "scale": scale.grad, "bias": bias.grad}
 
 
 def _run(tmp_path, kind: str, sizes: list[int], gather: bool = True) -> list[dict]:
-    out = str(tmp_path / "rank")
-    mp.spawn(_worker, args=(_free_port(), kind, sizes, gather, out), nprocs=WORLD, join=True)
-    return [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
+    return run_workers(_worker, (kind, sizes, gather), world_size=WORLD, tmp_path=tmp_path)
 
 
 def _reference(kind: str, sizes: list[int]) -> dict:

@@ -20,6 +20,7 @@ import pytest
 
 from medvl.metrics import nlg
 from medvl.metrics.bootstrap import CorpusMetric, SummedStats, bootstrap_ci, resample_counts
+from medvl.metrics.nlg.rouge import _lcs_length
 
 _TEMPLATES = [
     "The heart size is {size}.",
@@ -178,7 +179,7 @@ def test_lcs_bit_parallel_matches_dynamic_programme():
         for i in range(1, len(a) + 1):
             for j in range(1, len(b) + 1):
                 table[i][j] = table[i - 1][j - 1] + 1 if a[i - 1] == b[j - 1] else max(table[i - 1][j], table[i][j - 1])
-        assert nlg._lcs_length(a, b) == table[len(a)][len(b)]
+        assert _lcs_length(a, b) == table[len(a)][len(b)]
 
 
 # ------------------------------------------------------------------ METEOR

@@ -28,3 +28,20 @@ def test_in_place_keeps_parameter_names():
     keys = list(enc.state_dict())
     compile_in_place(enc, True)  # compilation itself is lazy: nothing runs until the first call
     assert list(enc.state_dict()) == keys and enc._compiled_call_impl is not None
+
+
+@pytest.mark.parametrize("task", ["contrastive", "report"])
+def test_tasks_compile_the_networks_image_encoder(monkeypatch, task):
+    from medvl.models import ContrastivePretraining, ReportGeneration
+
+    compiled = []
+    monkeypatch.setattr(nn.Module, "compile", lambda self, *a, **k: compiled.append((self, k)))
+    if task == "contrastive":
+        module = ContrastivePretraining(vision_encoder="test_vit_tiny_patch8", text_encoder="test_text_tiny",
+                                        img_size=32, embed_dim=16, compile=CPU_FAST_MODE)
+    else:
+        module = ReportGeneration(vision_encoder="test_vit_tiny_patch8", img_size=32, compile=CPU_FAST_MODE,
+                                  vocab=["<pad>", "<bos>", "<eos>", "<unk>"], decoder_kwargs={"dim": 32, "depth": 1,
+                                                                                              "num_heads": 2})
+    assert compiled == [(module.model.visual, {"mode": CPU_FAST_MODE})]
+    assert any(k.startswith("model.visual.") for k in module.state_dict())

@@ -1,8 +1,11 @@
-"""End-to-end: synthetic DICOM -> SyntheticCXR -> ContrastivePretraining through the CLI."""
+"""ContrastivePretraining: end to end (synthetic DICOM -> SyntheticCXR -> the task through the CLI),
+and the task's own rules (data-linked arguments, label names and prompts, tokens from the loader)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 import shutil
 from pathlib import Path
 
@@ -17,7 +20,6 @@ TINY_MODEL = [
     "--model", "medvl.models.ContrastivePretraining",
     "--model.vision_encoder", "test_vit_tiny_patch8",
     "--model.text_encoder", "test_text_tiny",
-    "--model.img_size", "32",
     "--model.embed_dim", "16",
 ]
 
@@ -63,7 +65,8 @@ def test_fit_then_test_then_export(dataset, tmp_path, loss, capsys):
     ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=True)  # loads without pickled code
     assert ckpt["global_step"] == 3
     if loss == "siglip":
-        assert "logit_bias" in ckpt["state_dict"]
+        assert "model.logit_bias" in ckpt["state_dict"]
+    assert ckpt["hyper_parameters"]["img_size"] == 32  # linked from the data module
 
     main(["test", *TINY_MODEL, "--model.loss", loss, *_data_args(dataset), *_trainer_args(run),
           "--ckpt_path", str(ckpts[-1])])
@@ -86,8 +89,8 @@ def test_fit_then_test_then_export(dataset, tmp_path, loss, capsys):
     module = ContrastivePretraining.load_from_checkpoint(ckpts[-1], map_location="cpu", weights_only=True).eval()
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
-        expected, _ = module.encode_image(x)
-        xn = (x - encoder.pretrained_cfg["mean"]) / encoder.pretrained_cfg["std"]
+        xn = (x - encoder.pretrained_cfg["mean"]) / encoder.pretrained_cfg["std"]  # what the data pipeline does
+        expected = module.model.encode_image(xn)
         got = torch.nn.functional.normalize(proj(encoder.forward_head(encoder.forward_features(xn), pre_logits=True)), dim=-1)
     torch.testing.assert_close(got, expected)
     cfg = json.loads((export / "config.json").read_text())
@@ -102,7 +105,7 @@ def _identifying_values(dataset: Path) -> set[str]:
     return {v for v in values if len(v) >= 4}
 
 
-def test_bad_file_is_skipped_counted_and_no_header_value_leaks(dataset, tmp_path, capsys):
+def test_bad_file_is_skipped_counted_and_no_header_value_leaks(dataset, tmp_path, caplog):
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
     train = [r for r in read_manifest(data / "manifest.jsonl", split="train")]
@@ -110,10 +113,10 @@ def test_bad_file_is_skipped_counted_and_no_header_value_leaks(dataset, tmp_path
     victim.write_bytes(victim.read_bytes()[:300])  # truncated mid-header
     run = tmp_path / "run"
     # One batch holds the whole training split, so the bad file is met whatever the order.
-    main(["fit", *TINY_MODEL, *_data_args(data, preload="false", batch_size=str(len(train))), *_trainer_args(run),
-          "--trainer.limit_train_batches", "1.0", "--trainer.limit_val_batches", "0"])
-    out = capsys.readouterr().out
-    assert "train: skipped 1 unreadable sample(s) this epoch" in out
+    with caplog.at_level(logging.WARNING, logger="medvl"):
+        main(["fit", *TINY_MODEL, *_data_args(data, preload="false", batch_size=str(len(train))), *_trainer_args(run),
+              "--trainer.limit_train_batches", "1.0", "--trainer.limit_val_batches", "0"])
+    assert "train: skipped 1 unreadable sample(s) this epoch" in caplog.text
     metrics = (next(run.rglob("metrics.csv"))).read_text()
     assert "train/skipped_samples" in metrics
 
@@ -127,7 +130,7 @@ def test_bad_file_is_skipped_counted_and_no_header_value_leaks(dataset, tmp_path
             assert not leaked, f"{path} contains {leaked}"
 
 
-def test_ckpt_path_best_in_a_fresh_cli(dataset, tmp_path, capsys):
+def test_ckpt_path_best_in_a_fresh_cli(dataset, tmp_path, caplog):
     """`medvl test --ckpt_path best` after a `medvl fit` in another process finds the recipe's best.ckpt."""
     run = tmp_path / "run"
     recipe = tmp_path / "recipe.yaml"
@@ -142,6 +145,65 @@ def test_ckpt_path_best_in_a_fresh_cli(dataset, tmp_path, capsys):
     args = ["--config", str(recipe), *TINY_MODEL, *_data_args(dataset), *_trainer_args(run)]
     main(["fit", *args])
     assert (run / "checkpoints" / "best.ckpt").is_file()
-    capsys.readouterr()
-    main(["validate", *args, "--ckpt_path", "best"])
-    assert f"--ckpt_path best -> {run / 'checkpoints' / 'best.ckpt'}" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="medvl"):
+        main(["validate", *args, "--ckpt_path", "best"])
+    assert f"--ckpt_path best -> {run / 'checkpoints' / 'best.ckpt'}" in caplog.text
+
+
+# -- the task without the CLI -----------------------------------------------------------
+
+def _task(**kw):
+    from medvl.models import ContrastivePretraining
+
+    kw = {"vision_encoder": "test_vit_tiny_patch8", "text_encoder": "test_text_tiny", "img_size": 32,
+          "embed_dim": 16, **kw}
+    return ContrastivePretraining(**kw)
+
+
+def test_data_settings_default_and_are_saved():
+    from medvl.data.labels import FINDINGS
+
+    module = _task(img_size=None)
+    hp = module.hparams
+    assert (hp.img_size, hp.in_chans, hp.image_mean, hp.image_std, hp.window) == (224, 1, 0.5, 0.25, None)
+    assert hp.label_names == list(FINDINGS) and list(module.prompts) == list(FINDINGS)
+    assert {k.split(".")[0] for k in module.state_dict()} == {"model"}  # model.visual.*, model.image_proj.*, ...
+
+
+def test_prompts_follow_the_label_names_by_name():
+    from medvl.data.labels import CHEXPERT_LABELS
+
+    module = _task(label_names=list(CHEXPERT_LABELS))
+    assert list(module.prompts) == list(CHEXPERT_LABELS) and not module.unscored
+    reordered = _task(label_names=["pneumothorax", "my_finding", "cardiomegaly"])
+    assert list(reordered.prompts) == ["pneumothorax", "cardiomegaly"]
+    assert reordered._label_index == [0, 2] and reordered.unscored == ["my_finding"]
+    only = _task(label_names=["pneumothorax", "cardiomegaly"],
+                 prompts={"cardiomegaly": {"positive": ["a"], "negative": ["b"]}})
+    assert only._label_index == [1]
+    with pytest.raises(ValueError, match=r"\['edema'\].*\['pneumothorax', 'cardiomegaly'\]"):
+        _task(label_names=["pneumothorax", "cardiomegaly"], prompts={"edema": {"positive": ["a"], "negative": ["b"]}})
+    assert _task(label_names=[]).prompts == {}  # captions only: retrieval only
+
+
+def test_unscored_labels_are_logged_once(caplog):
+    with caplog.at_level(logging.WARNING, logger="medvl"):
+        _task(label_names=["cardiomegaly", "my_finding"])
+    assert caplog.text.count("my_finding") == 1
+
+
+def test_steps_use_the_loader_tokens_and_check_the_label_width():
+    module = _task().eval()
+    tokenizer = pickle.loads(pickle.dumps(module.tokenizers()["report"]))
+    torch.manual_seed(0)
+    image = torch.randn(4, 1, 32, 32)
+    reports = ["no effusion", "large effusion", "cardiomegaly", "normal"]
+    batch = {"image": image, "report": ["ignored"] * 4, "report_tokens": tokenizer(reports)}
+    with torch.no_grad():
+        loss = module.training_step(batch, 0)
+        expected = module.loss_fn(**module.model(image, reports))
+        by_text = module.training_step({"image": image, "report": reports}, 0)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(by_text, expected)
+    with pytest.raises(ValueError, match="label columns"):
+        module._labels({"image": image, "labels": torch.zeros(4, 3)})

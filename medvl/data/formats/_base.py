@@ -232,6 +232,28 @@ def read_csv(path: Path, required: Iterable[str], *, delimiter: str = ",") -> It
             raise ManifestError(f"{path}:{reader.line_num}: unreadable row ({err})") from None
 
 
+
+def read_jsonl(path: Path, col: Collector) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``("file:line", object)`` for each JSON object line of a JSON Lines file.
+
+    Blank lines are skipped; a line that is not JSON, or not an object, goes to
+    :meth:`Collector.bad` (raises or is counted, as ``on_error`` says).
+    """
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                col.bad(where, f"malformed JSON ({err.msg})")
+                continue
+            if not isinstance(row, dict):
+                col.bad(where, f"expected a JSON object, got {type(row).__name__}")
+                continue
+            yield where, row
+
 def normalize_split(value: Any) -> str | None:
     """A release's split spelling as ``train``/``val``/``test``; None if unknown."""
     return SPLIT_NAMES.get(str(value).strip().lower())
@@ -358,6 +380,20 @@ def qa_pair(question: Any, answer: Any, answer_type: Any = None) -> dict[str, st
             raise ValueError(f"unknown answer_type {answer_type!r} (expected CLOSED or OPEN)")
     return {"question": q, "answer": a, "answer_type": kind}
 
+
+
+def require_keys(entry: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """``entry`` itself after checking it is a dict holding every key of ``keys``.
+
+    Raises:
+        ValueError: Not a dict (``"expected an object"``), or keys missing.
+    """
+    if not isinstance(entry, dict):
+        raise ValueError("expected an object")
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise ValueError(f"missing key(s) {missing}")
+    return entry
 
 class VqaGroups:
     """Collects question-answer pairs into one record per (split, image).

@@ -12,12 +12,11 @@ present; with only ``pmc_oa.jsonl`` the split is a seeded hash of the image name
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from medvl.data.formats._base import Collector, FormatResult, OnError, find_file, hash_split, open_text
+from medvl.data.formats._base import Collector, FormatResult, OnError, find_file, hash_split, read_jsonl
 from medvl.data.reports import clean_text
 
 __all__ = ["read_pmc_oa", "PMC_OA_IMAGE_DIR"]
@@ -65,33 +64,23 @@ def read_pmc_oa(
         img_root = find_file("PMC-OA image folder", candidates, dirs=True)
     col = Collector(img_root, on_error=on_error, check_files=check_files)
     for path, split in sources:
-        with open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                where = f"{path}:{lineno}"
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    col.bad(where, f"malformed JSON ({err.msg})")
-                    continue
-                if not (isinstance(row, dict) and isinstance(row.get("image"), str)
-                        and isinstance(row.get("caption"), str)):
-                    col.bad(where, "expected an object with string 'image' and 'caption'")
-                    continue
-                caption = clean_text(row["caption"])
-                if not caption:
-                    col.drop("empty caption")
-                    continue
-                image = col.image(row["image"].strip(), where)
-                if image is None:
-                    continue
-                record = {
-                    "study_id": str(PurePosixPath(image).with_suffix("")),
-                    "image": image,
-                    "split": split or hash_split(image, seed=seed, fractions=fractions),
-                    "report": caption,
-                    "caption": caption,
-                }
-                col.add(record, where)
+        for where, row in read_jsonl(path, col):
+            if not (isinstance(row.get("image"), str) and isinstance(row.get("caption"), str)):
+                col.bad(where, "expected an object with string 'image' and 'caption'")
+                continue
+            caption = clean_text(row["caption"])
+            if not caption:
+                col.drop("empty caption")
+                continue
+            image = col.image(row["image"].strip(), where)
+            if image is None:
+                continue
+            record = {
+                "study_id": str(PurePosixPath(image).with_suffix("")),
+                "image": image,
+                "split": split or hash_split(image, seed=seed, fractions=fractions),
+                "report": caption,
+                "caption": caption,
+            }
+            col.add(record, where)
     return col.result()

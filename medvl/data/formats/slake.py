@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from medvl.data.dataset import ManifestError
-from medvl.data.formats._base import Collector, FormatResult, OnError, VqaGroups, find_file, load_json, qa_pair
+from medvl.data.formats._base import (Collector, FormatResult, OnError, VqaGroups, find_file, load_json, qa_pair,
+                                      require_keys)
 
 __all__ = ["read_slake"]
 
@@ -59,11 +60,7 @@ def read_slake(
         for i, e in enumerate(entries):
             where = f"{path}: entry {i}"
             try:
-                if not isinstance(e, dict):
-                    raise ValueError("expected an object")
-                missing = [k for k in ("img_name", "question", "answer", "q_lang") if k not in e]
-                if missing:
-                    raise ValueError(f"missing key(s) {missing}")
+                require_keys(e, ("img_name", "question", "answer", "q_lang"))
                 qa = qa_pair(e["question"], e["answer"], e.get("answer_type"))
                 image = str(e["img_name"]).strip()
                 if not image:

@@ -10,7 +10,6 @@ id (:func:`~medvl.data.formats.hash_split`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,8 +28,8 @@ from medvl.data.formats._base import (
     hash_split,
     label_columns,
     normalize_split,
-    open_text,
     read_csv,
+    read_jsonl,
 )
 from medvl.data.reports import clean_text, parse_report
 
@@ -40,23 +39,6 @@ __all__ = ["read_table", "label_name"]
 def label_name(column: str) -> str:
     """Label name of a column: the CheXpert name for an official column, else snake_case."""
     return CHEXPERT_COLUMNS.get(column) or re.sub(r"[^0-9a-z]+", "_", column.strip().lower()).strip("_")
-
-
-def _jsonl_rows(path: Path, col: Collector) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                col.bad(where, f"malformed JSON ({err.msg})")
-                continue
-            if not isinstance(row, dict):
-                col.bad(where, f"expected a JSON object, got {type(row).__name__}")
-                continue
-            yield where, row
 
 
 def read_table(
@@ -119,7 +101,7 @@ def read_table(
         suffixes = suffixes[:-1]
     kind = suffixes[-1] if suffixes else ""
     if kind in (".jsonl", ".ndjson"):
-        rows: Iterator[tuple[str, Mapping[str, Any]]] = _jsonl_rows(path, col)
+        rows: Iterator[tuple[str, Mapping[str, Any]]] = read_jsonl(path, col)
     elif kind in (".csv", ".tsv", ".txt"):
         rows = read_csv(path, needed, delimiter="\t" if kind == ".tsv" else ",")
     else:

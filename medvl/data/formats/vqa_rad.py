@@ -16,7 +16,8 @@ import os
 from pathlib import Path, PurePosixPath
 
 from medvl.data.dataset import ManifestError
-from medvl.data.formats._base import Collector, FormatResult, OnError, VqaGroups, find_file, load_json, qa_pair
+from medvl.data.formats._base import (Collector, FormatResult, OnError, VqaGroups, find_file, load_json, qa_pair,
+                                      require_keys)
 
 __all__ = ["read_vqa_rad", "VQA_RAD_JSON", "VQA_RAD_IMAGES"]
 
@@ -56,11 +57,7 @@ def read_vqa_rad(
     for i, e in enumerate(entries):
         where = f"{path}: entry {i}"
         try:
-            if not isinstance(e, dict):
-                raise ValueError("expected an object")
-            missing = [k for k in ("image_name", "question", "answer", "answer_type", "phrase_type") if k not in e]
-            if missing:
-                raise ValueError(f"missing key(s) {missing}")
+            require_keys(e, ("image_name", "question", "answer", "answer_type", "phrase_type"))
             qa = qa_pair(e["question"], e["answer"], e["answer_type"])
             phrase = str(e["phrase_type"]).strip().lower()
             if phrase not in ("freeform", "para", "test_freeform", "test_para"):

@@ -1,0 +1,207 @@
+"""The one LightningDataModule of image–text data: a record source composed with the loader options.
+
+Every data module of medvl is an :class:`ImageTextDataModule`: a
+:class:`~medvl.data.sources.RecordSource` says where the studies are (a manifest, the
+synthetic set, MIMIC-CXR in its own layout, ...), and the options here say how they
+become batches, once for every source: the image pipeline
+(:class:`~medvl.data.pipeline.ImagePipeline`: size, channels, window, normalisation,
+augmentation), the optional preprocessed cache, preloading and the loaders.
+
+What the data is travels to the model: ``label_names``, ``img_size``, ``in_chans``,
+``window``, ``image_mean`` and ``image_std`` are attributes that ``medvl``'s CLI links
+into the model's arguments, and :meth:`check_model` lets a task verify them when it is
+used outside the CLI. Tokenisation runs in the loader workers: the loaders collate with
+the task's ``tokenizers()`` (:class:`~medvl.data.dataset.Collate`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from medvl.data.cache import CacheMismatchError, CacheReader, CacheSpec, build_cache, is_complete, read_cache_manifest
+from medvl.data.dataset import Collate, ImageReportDataset
+from medvl.data.pipeline import ImagePipeline
+from medvl.data.sources import RecordSource
+
+__all__ = ["ImageTextDataModule"]
+
+log = logging.getLogger(__name__)
+
+TextKey = Literal["report", "findings", "impression"]
+SPLITS = ("train", "val", "test")
+
+
+class ImageTextDataModule(L.LightningDataModule):
+    """Train/val/test loaders over a record source's ``split`` column.
+
+    Args:
+        source: Where the records come from (:mod:`medvl.data.sources`).
+        img_size: Square input size (longest side resized, then zero-padded).
+        in_chans: Image channels the encoder takes (colour folded to luma for 1).
+        window: ``(centre, width)`` or a preset name overriding the DICOM files' own windows.
+        image_mean: Normalisation mean of the [0, 1] grey levels (a number or one per channel).
+        image_std: Normalisation std (a number or one per channel).
+        batch_size: Samples per batch; contrastive losses want it as large as fits.
+        num_workers: Data-loader worker processes (0 loads in the main process).
+        text_key: Record field used as the text: ``report``, ``findings`` or ``impression``.
+        label_names: Label columns, in order; None: the source's. A name the data does not
+            have is an error at set-up.
+        augment: Albumentations augmentation on the training split (after the cache).
+        preload: Run the deterministic image preprocessing once at set-up and keep the
+            result in memory (small datasets).
+        cache_dir: Preprocessed cache folder (:mod:`medvl.data.cache`). Built by
+            ``prepare_data`` (rank 0 only) when absent, resumed when interrupted, refused
+            when built with another size, channels, dtype or window; then every process
+            reads the memory-mapped shards.
+        cache_dtype: ``uint8`` or ``uint16`` pixels in the cache.
+        cache_workers: Processes that build the cache (None: all cores).
+    """
+
+    def __init__(
+        self,
+        source: RecordSource,
+        img_size: int = 224,
+        in_chans: int = 1,
+        window: tuple[float, float] | str | None = None,
+        image_mean: float | list[float] = 0.5,
+        image_std: float | list[float] = 0.25,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        text_key: TextKey = "report",
+        label_names: list[str] | None = None,
+        augment: bool = True,
+        preload: bool = False,
+        cache_dir: str | None = None,
+        cache_dtype: Literal["uint8", "uint16"] = "uint8",
+        cache_workers: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.img_size, self.in_chans = img_size, in_chans
+        self.image_mean, self.image_std = image_mean, image_std
+        self.batch_size, self.num_workers, self.text_key = batch_size, num_workers, text_key
+        self.augment, self.preload = augment, preload
+        self.cache_dir, self.cache_dtype, self.cache_workers = cache_dir, cache_dtype, cache_workers
+        self._pipeline = ImagePipeline(img_size, in_chans, window, image_mean, image_std)  # checks the values
+        self.window = self._pipeline.window
+        self.label_names: list[str] = list(label_names) if label_names is not None else source.label_names()
+        self.datasets: dict[str, ImageReportDataset] = {}
+        self._checked = False
+
+    # -- what the data is -----------------------------------------------------------------
+
+    def pipeline(self, split: str) -> ImagePipeline:
+        """The image pipeline of a split (augmentation on the training split only)."""
+        return ImagePipeline(self.img_size, self.in_chans, self.window, self.image_mean, self.image_std,
+                             augment=self.augment and split == "train")
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The preprocessing record (as in an export's ``config.json``) of the evaluation pipeline."""
+        return self._pipeline.preprocessing()
+
+    def check_model(self, model: Any) -> None:
+        """Raises ValueError when ``model``'s data-linked arguments disagree with this data module."""
+        hp = getattr(model, "hparams", {})
+        mine = {"img_size": self.img_size, "in_chans": self.in_chans, "image_mean": self.image_mean,
+                "image_std": self.image_std, "label_names": self.label_names}
+        wrong = {k: (hp[k], v) for k, v in mine.items() if hp.get(k) is not None and hp[k] != v}
+        if wrong:
+            lines = "; ".join(f"{k}: model {m!r}, data {d!r}" for k, (m, d) in wrong.items())
+            raise ValueError(f"{type(model).__name__} and {type(self).__name__} disagree: {lines}")
+
+    def _check_labels(self) -> None:
+        if self._checked:
+            return
+        present: set[str] = set()
+        for rec in self.source.records():
+            present.update(rec.get("labels") or {})
+        if self.source.default_label_names is not None:
+            present.update(self.source.default_label_names)
+        missing = [n for n in self.label_names if n not in present]
+        if missing:
+            raise ValueError(
+                f"label_names {missing} are not labels of this data ({type(self.source).__name__} has "
+                f"{sorted(present) or 'no labels'}); requested: {self.label_names}"
+            )
+        self._checked = True
+
+    # -- records, cache, datasets ----------------------------------------------------------
+
+    def all_records(self) -> list[dict[str, Any]]:
+        """Every record of the dataset (all splits), in the medvl manifest schema."""
+        return self.source.records()
+
+    def train_texts(self) -> list[str]:
+        """The training split's texts (``text_key``), e.g. to build a report vocabulary."""
+        return [str(r.get(self.text_key) or "") for r in self.all_records() if r["split"] == "train"]
+
+    def cache_spec(self) -> CacheSpec:
+        """The preprocessing the cache must have been built with."""
+        return CacheSpec.for_pipeline(self._pipeline, dtype=self.cache_dtype)
+
+    def prepare_data(self) -> None:
+        """Make the data exist and build (or resume) the cache; Lightning calls this on rank 0."""
+        self.source.prepare()
+        if self.cache_dir and not is_complete(self.cache_dir, self.cache_spec()):
+            summary = build_cache(self.all_records(), self.source.image_root(), self.cache_dir, self.cache_spec(),
+                                  num_workers=self.cache_workers)
+            log.warning("cache: %s", summary)
+
+    def _dataset(self, split: str) -> ImageReportDataset:
+        if split in self.datasets:
+            return self.datasets[split]
+        self._check_labels()
+        rows = [r for r in self.all_records() if r["split"] == split]
+        common = dict(pipeline=self.pipeline(split), label_names=self.label_names, text_key=self.text_key)
+        if self.cache_dir:
+            if not is_complete(self.cache_dir, self.cache_spec()):
+                raise CacheMismatchError(f"{self.cache_dir}: no finished cache with {self.cache_spec()}; "
+                                         "call prepare_data() or run `medvl prepare` first")
+            cached = read_cache_manifest(self.cache_dir, split=split)
+            ds = ImageReportDataset(cached, cache=CacheReader(self.cache_dir), **common)
+        else:
+            ds = ImageReportDataset(rows, self.source.image_root(), preload=self.preload, **common)
+        dropped = len(rows) - len(ds)
+        log.info("%s split: %d studies found, %d dropped as unreadable", split, len(rows), dropped)
+        if dropped:
+            log.warning("%s: %d studies, %d dropped as unreadable", split, len(rows), dropped)
+        self.datasets[split] = ds
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        log.info("%s: %s", type(self.source).__name__, self.source.summary())
+        if self.trainer is not None and self.trainer.lightning_module is not None:
+            self.check_model(self.trainer.lightning_module)
+        splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        for split in splits.get(stage, list(SPLITS)):
+            self._dataset(split)
+
+    # -- loaders ------------------------------------------------------------------------------
+
+    def collate(self) -> Collate:
+        """Collation with the attached task's tokenizers (``task.tokenizers()``), if any."""
+        task = self.trainer.lightning_module if self.trainer is not None else None
+        tokenizers = task.tokenizers() if task is not None and hasattr(task, "tokenizers") else {}
+        return Collate(tokenizers)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,
+            num_workers=self.num_workers, collate_fn=self.collate(), persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
