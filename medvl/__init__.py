@@ -4,9 +4,17 @@ The public API needs torch only; the Lightning tasks live in :mod:`medvl.models`
 :mod:`medvl.datamodules`.
 """
 
-from medvl.encoders import create_encoder, is_encoder, list_encoders, register_encoder
+from medvl._lazy import lazy_attributes
+from medvl.encoders import create_encoder, is_encoder, list_encoders, read_encoder_source, register_encoder
 from medvl.export import export_encoder, load_encoder
 from medvl.kernels import set_fused
+
+# The networks (plain torch modules), imported on first use.
+_LAZY = {
+    "ImageClassifier": "medvl.networks",
+    "ImageTextModel": "medvl.networks",
+    "ReportGenerator": "medvl.networks",
+}
 
 __version__ = "0.1.0"
 
@@ -17,6 +25,10 @@ __all__ = [
     "register_encoder",
     "export_encoder",
     "load_encoder",
+    "read_encoder_source",
     "set_fused",
     "__version__",
+    *_LAZY,
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

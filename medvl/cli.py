@@ -340,6 +340,40 @@ def _demo(argv: list[str]) -> int:
     return 0
 
 
+def _eval_reports(argv: list[str]) -> int:
+    """``medvl eval reports``: parse ``argv``, evaluate, print the Markdown table.
+
+    Returns:
+        0 on success, 1 when an input file is unusable (the reason goes to stderr).
+    """
+    parser = argparse.ArgumentParser(prog="medvl eval reports",
+                                     description="BLEU/METEOR/ROUGE-L/CIDEr and CheXpert clinical efficacy "
+                                                 "of generated reports, with bootstrap confidence intervals.")
+    parser.add_argument("--pred", required=True, help="generated reports: JSONL or CSV with study_id, report")
+    parser.add_argument("--ref", required=True, help="reference reports, same format")
+    parser.add_argument("--out", default=None, help="folder for metrics.json and metrics.md")
+    parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--pred-field", default="report", help="text field of --pred (default: %(default)s)")
+    parser.add_argument("--ref-field", default="report", help="text field of --ref (default: %(default)s)")
+    parser.add_argument("--observations", default=None,
+                        help="comma-separated CheXpert observations for the CE averages (default: all 14)")
+    args = parser.parse_args(argv)
+    observations = [o.strip() for o in args.observations.split(",") if o.strip()] if args.observations else None
+    from medvl.metrics.report_eval import evaluate_report_files, format_markdown
+
+    try:
+        result = evaluate_report_files(args.pred, args.ref, args.out, args.n_resamples, alpha=args.alpha,
+                                       seed=args.seed, pred_field=args.pred_field, ref_field=args.ref_field,
+                                       observations=observations)
+    except ValueError as err:
+        print(f"medvl eval reports: error: {err}", file=sys.stderr)
+        return 1
+    print(format_markdown(result), end="")
+    return 0
+
+
 def _eval(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: medvl eval reports --pred FILE --ref FILE [--out DIR] [--pred-field F] [--ref-field F]\n"
@@ -348,9 +382,7 @@ def _eval(argv: list[str]) -> int:
               "             (`medvl eval reports --help` for every option)")
         return 0
     if argv[0] == "reports":
-        from medvl.metrics.report_eval import main_eval_reports
-
-        return main_eval_reports(argv[1:])
+        return _eval_reports(argv[1:])
     print(f"medvl eval: unknown target {argv[0]!r} (expected: reports)", file=sys.stderr)
     return 2
 

@@ -18,12 +18,10 @@ collapsed).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from medvl.metrics.bootstrap import bootstrap_many
 from medvl.metrics.clinical import CHEXPERT_LABELS, ce_prepared, label_reports
 from medvl.metrics.nlg import nlg_metrics
 
-__all__ = ["evaluate_report_files", "format_markdown", "main_eval_reports", "read_reports"]
+__all__ = ["evaluate_report_files", "format_markdown", "read_reports"]
 
 _MAIN_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider",
               "ce_micro_precision", "ce_micro_recall", "ce_micro_f1",
@@ -214,39 +212,3 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {_fmt(m['value'])} | {ci} | {_fmt(u['value'])} | {c['pred_positive']} | "
                      f"{c['ref_positive']} |")
     return "\n".join(lines) + "\n"
-
-
-def main_eval_reports(argv: Sequence[str] | None = None) -> int:
-    """``medvl eval reports``: parse ``argv``, evaluate, print the Markdown table.
-
-    Returns:
-        0 on success, 1 when an input file is unusable (the reason goes to stderr).
-    """
-    parser = argparse.ArgumentParser(prog="medvl eval reports",
-                                     description="BLEU/METEOR/ROUGE-L/CIDEr and CheXpert clinical efficacy "
-                                                 "of generated reports, with bootstrap confidence intervals.")
-    parser.add_argument("--pred", required=True, help="generated reports: JSONL or CSV with study_id, report")
-    parser.add_argument("--ref", required=True, help="reference reports, same format")
-    parser.add_argument("--out", default=None, help="folder for metrics.json and metrics.md")
-    parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--pred-field", default="report", help="text field of --pred (default: %(default)s)")
-    parser.add_argument("--ref-field", default="report", help="text field of --ref (default: %(default)s)")
-    parser.add_argument("--observations", default=None,
-                        help="comma-separated CheXpert observations for the CE averages (default: all 14)")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    observations = [o.strip() for o in args.observations.split(",") if o.strip()] if args.observations else None
-    try:
-        result = evaluate_report_files(args.pred, args.ref, args.out, args.n_resamples, alpha=args.alpha,
-                                       seed=args.seed, pred_field=args.pred_field, ref_field=args.ref_field,
-                                       observations=observations)
-    except ValueError as err:
-        print(f"medvl eval reports: error: {err}", file=sys.stderr)
-        return 1
-    print(format_markdown(result), end="")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main_eval_reports())

@@ -7,9 +7,15 @@ import json
 
 import pytest
 
+from medvl.cli import main
 from medvl.metrics.clinical import clinical_efficacy
 from medvl.metrics.nlg import compute_nlg
-from medvl.metrics.report_eval import evaluate_report_files, main_eval_reports, read_reports
+from medvl.metrics.report_eval import evaluate_report_files, read_reports
+
+
+def main_eval_reports(args: list[str]) -> int:
+    """``medvl eval reports ARGS``."""
+    return main(["eval", "reports", *args])
 
 REFS = {
     "s01": "Moderate cardiomegaly. Small left pleural effusion. No pneumothorax.",

@@ -72,6 +72,7 @@ def test_fit_then_test_then_export(dataset, tmp_path, loss, capsys):
           "--ckpt_path", str(ckpts[-1])])
     out = capsys.readouterr().out
     assert "mean zero-shot AUROC:" in out
+    assert "Test metric" not in out and "DataLoader 0" not in out  # medvl's table only, not Lightning's too
     metrics_file = next(run.rglob("test_metrics.json"))
     metrics = json.loads(metrics_file.read_text())
     for key in ("auroc/cardiomegaly", "auroc_mean", "i2t_R@1", "t2i_R@10"):
