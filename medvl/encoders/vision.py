@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -432,135 +433,102 @@ class PatchEncoder(nn.Module):
 
 
 # ------------------------------------------------------------------ variants
-def _create(fixed: dict[str, Any], overrides: dict[str, Any]) -> PatchEncoder:
-    return PatchEncoder(VisionConfig(**{**fixed, **overrides}))
+# One row per registered variant: the VisionConfig fields it fixes and what it is for.
+# Each row becomes a factory ``name(**overrides)`` (overrides win over the fixed fields)
+# registered under ``name`` and bound as a module attribute of the same name.
+_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
+    "test_vit_tiny_patch8": (
+        dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2),
+        "Test-only ViT: 32 px, 4x4 patches, D=32, 2 blocks. Runs in milliseconds on CPU.",
+    ),
+    "test_vit_tiny_gap_patch8": (
+        dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+             class_token=False, global_pool="avg", init_values=1e-5),
+        "Test-only ViT exercising the other paths: no class token, mean pool, LayerScale.",
+    ),
+    "vit_nano_patch16": (
+        dict(patch_size=16, embed_dim=128, depth=4, num_heads=4),
+        "ViT-Nano/16 (D=128, 4 blocks, 4 heads): a quick CPU demo model.",
+    ),
+    "vit_micro_patch8": (
+        dict(img_size=112, patch_size=8, embed_dim=192, depth=6, num_heads=3),
+        "ViT-Micro/8 at 112 px (D=192, 6 blocks, 3 heads): small but fine-grained.",
+    ),
+    "vit_tiny_patch16": (
+        dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
+        "ViT-Ti/16 (D=192, 12 blocks, 3 heads; DeiT, arXiv:2012.12877).",
+    ),
+    "vit_small_patch16": (
+        dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+        "ViT-S/16 (D=384, 12 blocks, 6 heads; DeiT, arXiv:2012.12877).",
+    ),
+    "vit_small_patch14": (
+        dict(patch_size=14, embed_dim=384, depth=12, num_heads=6),
+        "ViT-S/14 (D=384, 12 blocks, 6 heads; the DINOv2 small geometry).",
+    ),
+    "vit_base_patch16": (
+        dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
+        "ViT-B/16 (D=768, 12 blocks, 12 heads; arXiv:2010.11929).",
+    ),
+    "vit_base_patch14": (
+        dict(patch_size=14, embed_dim=768, depth=12, num_heads=12),
+        "ViT-B/14 (D=768, 12 blocks, 12 heads; the DINOv2 base geometry).",
+    ),
+    "vit_large_patch16": (
+        dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16),
+        "ViT-L/16 (D=1024, 24 blocks, 16 heads; arXiv:2010.11929).",
+    ),
+    "vit_large_patch14": (
+        dict(patch_size=14, embed_dim=1024, depth=24, num_heads=16),
+        "ViT-L/14 (D=1024, 24 blocks, 16 heads; the CLIP/DINOv2 large geometry).",
+    ),
+    "test_vitc_tiny_patch8": (
+        dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, stem="conv"),
+        "Test-only ViT with the convolutional stem.",
+    ),
+    "vitc_nano_patch16": (
+        dict(patch_size=16, embed_dim=128, depth=4, num_heads=4, stem="conv"),
+        "ViT_C-Nano/16: ViT-Nano with a convolutional stem (Xiao et al. 2021); the CPU demo encoder.",
+    ),
+    "vitc_small_patch16": (
+        dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, stem="conv"),
+        "ViT_C-S/16: ViT-S with a convolutional stem, for training from scratch on small datasets.",
+    ),
+    "test_vit3d_tiny_patch8": (
+        dict(spatial_dims=3, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2),
+        "Test-only volume ViT: 32^3 input, 8^3 patches.",
+    ),
+    "vit3d_small_patch16": (
+        dict(spatial_dims=3, img_size=96, patch_size=16, embed_dim=384, depth=12, num_heads=6),
+        "Volume ViT-S with 16^3 patches on 96^3 crops (the UNETR/Swin-UNETR CT crop size).",
+    ),
+    "vit3d_small_patch4x16": (
+        dict(spatial_dims=3, img_size=(32, 224, 224), patch_size=(4, 16, 16), embed_dim=384,
+             depth=12, num_heads=6),
+        "Volume ViT-S with anisotropic 4x16x16 patches for thick-slice series (32 x 224 x 224).",
+    ),
+    "vit3d_base_patch16": (
+        dict(spatial_dims=3, img_size=96, patch_size=16, embed_dim=768, depth=12, num_heads=12),
+        "Volume ViT-B with 16^3 patches on 96^3 crops.",
+    ),
+}
 
 
-@register_encoder
-def test_vit_tiny_patch8(**overrides: Any) -> PatchEncoder:
-    """Test-only ViT: 32 px, 4x4 patches, D=32, 2 blocks. Runs in milliseconds on CPU."""
-    fixed = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    return _create(fixed, overrides)
+def _variant_factory(name: str, fixed: dict[str, Any], summary: str) -> Callable[..., PatchEncoder]:
+    """The registrable factory of one ``_VARIANTS`` row, named ``name``."""
 
+    def factory(**overrides: Any) -> PatchEncoder:
+        return PatchEncoder(VisionConfig(**{**fixed, **overrides}))
 
-@register_encoder
-def test_vit_tiny_gap_patch8(**overrides: Any) -> PatchEncoder:
-    """Test-only ViT exercising the other paths: no class token, mean pool, LayerScale."""
-    fixed = dict(
-        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-        class_token=False, global_pool="avg", init_values=1e-5,
+    factory.__name__ = factory.__qualname__ = name
+    fields = ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+    factory.__doc__ = (
+        f"{summary}\n\nFixes ``{fields}``; keyword overrides replace any "
+        ":class:`VisionConfig` field, these included."
     )
-    return _create(fixed, overrides)
+    return factory
 
 
-@register_encoder
-def vit_nano_patch16(**overrides: Any) -> PatchEncoder:
-    """ViT-Nano/16 (D=128, 4 blocks, 4 heads): a quick CPU demo model."""
-    fixed = dict(patch_size=16, embed_dim=128, depth=4, num_heads=4)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_micro_patch8(**overrides: Any) -> PatchEncoder:
-    """ViT-Micro/8 at 112 px (D=192, 6 blocks, 3 heads): small but fine-grained."""
-    fixed = dict(img_size=112, patch_size=8, embed_dim=192, depth=6, num_heads=3)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_tiny_patch16(**overrides: Any) -> PatchEncoder:
-    """ViT-Ti/16 (D=192, 12 blocks, 3 heads; DeiT, arXiv:2012.12877)."""
-    fixed = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_small_patch16(**overrides: Any) -> PatchEncoder:
-    """ViT-S/16 (D=384, 12 blocks, 6 heads; DeiT, arXiv:2012.12877)."""
-    fixed = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_small_patch14(**overrides: Any) -> PatchEncoder:
-    """ViT-S/14 (D=384, 12 blocks, 6 heads; the DINOv2 small geometry)."""
-    fixed = dict(patch_size=14, embed_dim=384, depth=12, num_heads=6)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_base_patch16(**overrides: Any) -> PatchEncoder:
-    """ViT-B/16 (D=768, 12 blocks, 12 heads; arXiv:2010.11929)."""
-    fixed = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_base_patch14(**overrides: Any) -> PatchEncoder:
-    """ViT-B/14 (D=768, 12 blocks, 12 heads; the DINOv2 base geometry)."""
-    fixed = dict(patch_size=14, embed_dim=768, depth=12, num_heads=12)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_large_patch16(**overrides: Any) -> PatchEncoder:
-    """ViT-L/16 (D=1024, 24 blocks, 16 heads; arXiv:2010.11929)."""
-    fixed = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit_large_patch14(**overrides: Any) -> PatchEncoder:
-    """ViT-L/14 (D=1024, 24 blocks, 16 heads; the CLIP/DINOv2 large geometry)."""
-    fixed = dict(patch_size=14, embed_dim=1024, depth=24, num_heads=16)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def test_vitc_tiny_patch8(**overrides: Any) -> PatchEncoder:
-    """Test-only ViT with the convolutional stem."""
-    fixed = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, stem="conv")
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vitc_nano_patch16(**overrides: Any) -> PatchEncoder:
-    """ViT_C-Nano/16: ViT-Nano with a convolutional stem (Xiao et al. 2021); the CPU demo encoder."""
-    fixed = dict(patch_size=16, embed_dim=128, depth=4, num_heads=4, stem="conv")
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vitc_small_patch16(**overrides: Any) -> PatchEncoder:
-    """ViT_C-S/16: ViT-S with a convolutional stem, for training from scratch on small datasets."""
-    fixed = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6, stem="conv")
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def test_vit3d_tiny_patch8(**overrides: Any) -> PatchEncoder:
-    """Test-only volume ViT: 32^3 input, 8^3 patches."""
-    fixed = dict(spatial_dims=3, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit3d_small_patch16(**overrides: Any) -> PatchEncoder:
-    """Volume ViT-S with 16^3 patches on 96^3 crops (the UNETR/Swin-UNETR CT crop size)."""
-    fixed = dict(spatial_dims=3, img_size=96, patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit3d_small_patch4x16(**overrides: Any) -> PatchEncoder:
-    """Volume ViT-S with anisotropic 4x16x16 patches for thick-slice series (32 x 224 x 224)."""
-    fixed = dict(spatial_dims=3, img_size=(32, 224, 224), patch_size=(4, 16, 16), embed_dim=384,
-                 depth=12, num_heads=6)
-    return _create(fixed, overrides)
-
-
-@register_encoder
-def vit3d_base_patch16(**overrides: Any) -> PatchEncoder:
-    """Volume ViT-B with 16^3 patches on 96^3 crops."""
-    fixed = dict(spatial_dims=3, img_size=96, patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    return _create(fixed, overrides)
+for _name, (_fixed, _summary) in _VARIANTS.items():
+    globals()[_name] = register_encoder(_variant_factory(_name, _fixed, _summary))
+del _name, _fixed, _summary

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medvl._hf import LazyHFTokenizer
 from medvl.heads.memory import CrossModalMemory
 
 __all__ = ["PrefixLMDecoder", "PrefixLMTokenizer", "TransformerReportDecoder"]
@@ -95,7 +96,7 @@ class TransformerReportDecoder(nn.Module):
         return F.linear(self.norm(x), self.embed.weight)  # (B, T, V), tied output layer
 
 
-class PrefixLMTokenizer:
+class PrefixLMTokenizer(LazyHFTokenizer):
     """``<bos> report <eos>`` ids for a local Hugging Face causal LM, and back.
 
     Picklable: the Hugging Face tokenizer is dropped from the pickle and reloaded from
@@ -107,9 +108,9 @@ class PrefixLMTokenizer:
     """
 
     def __init__(self, lm_path: str, max_length: int = 128) -> None:
+        super().__init__()
         self.lm_path = str(lm_path)
         self.max_length = max_length
-        self._tok = None
         tok = self._load()
         self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         if self.eos_id is None:
@@ -118,15 +119,8 @@ class PrefixLMTokenizer:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
         self.vocab_size = len(tok)
 
-    def _load(self):
-        if self._tok is None:
-            from transformers import AutoTokenizer
-
-            self._tok = AutoTokenizer.from_pretrained(self.lm_path)
-        return self._tok
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_tok": None}
+    def _tokenizer_path(self) -> str:
+        return self.lm_path
 
     def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
         """Right-padded ``{"input_ids", "attention_mask"}``, each ``(B, T)``."""

@@ -54,7 +54,56 @@ def _as_fp32(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(value), device=like.device, dtype=torch.float32)
 
 
-class ClipLoss(nn.Module):
+class _PairedContrastiveLoss(nn.Module):
+    """What :class:`ClipLoss` and :class:`SigLipLoss` share: the checks and the path choice.
+
+    :meth:`_loss` checks the pair, then computes the loss over the global batch
+    (``gather`` with several processes), tile by tile (``blockwise``), or locally in an
+    fp32 island; each subclass supplies those three computations, called with its scalar
+    arguments (``logit_scale``, and ``logit_bias`` for SigLIP) in order.
+
+    Args:
+        blockwise: Compute the loss tile by tile (:mod:`medvl.kernels`).
+        block_size: Tile side for ``blockwise``.
+        gather: With several processes, contrast over the global batch.
+    """
+
+    def __init__(self, blockwise: bool, block_size: int, gather: bool) -> None:
+        super().__init__()
+        self.blockwise, self.block_size = blockwise, block_size
+        self.gather = gather
+
+    def _loss(
+        self, image_features: torch.Tensor, text_features: torch.Tensor, *scalars: torch.Tensor | float
+    ) -> torch.Tensor:
+        _check_pair(image_features, text_features)
+        if self.gather and distributed.world_size() > 1:
+            with torch.autocast(device_type=image_features.device.type, enabled=False):
+                batch = distributed.gather_global_batch(image_features, text_features)
+                return self._global_loss(batch, *(_as_fp32(s, batch.image) for s in scalars))
+        if self.blockwise:
+            return self._blockwise_loss(image_features, text_features, *scalars)
+        # fp32 island (see each subclass's ``_local_loss`` for why): autocast is switched
+        # off and the inputs are upcast explicitly.
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            img = image_features.float()
+            txt = text_features.float()
+            return self._local_loss(img, txt, *(_as_fp32(s, img) for s in scalars))
+
+    def _global_loss(self, batch: distributed.GlobalBatch, *scalars: torch.Tensor) -> torch.Tensor:
+        """The loss of this rank's rows against the gathered batch; fp32 scalars."""
+        raise NotImplementedError
+
+    def _blockwise_loss(self, img: torch.Tensor, txt: torch.Tensor, *scalars: torch.Tensor | float) -> torch.Tensor:
+        """The tiled kernel on the features and scalars as given."""
+        raise NotImplementedError
+
+    def _local_loss(self, img: torch.Tensor, txt: torch.Tensor, *scalars: torch.Tensor) -> torch.Tensor:
+        """The loss of the local batch; fp32 features and scalars, autocast off."""
+        raise NotImplementedError
+
+
+class ClipLoss(_PairedContrastiveLoss):
     """Symmetric InfoNCE over a batch of paired image and text features.
 
     For ``B`` pairs, ``logits = logit_scale * image_features @ text_features.T`` and the
@@ -74,12 +123,10 @@ class ClipLoss(nn.Module):
 
     def __init__(self, label_smoothing: float = 0.0, blockwise: bool = False, block_size: int = 256,
                  gather: bool = True) -> None:
-        super().__init__()
+        super().__init__(blockwise, block_size, gather)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = label_smoothing
-        self.blockwise, self.block_size = blockwise, block_size
-        self.gather = gather
 
     def forward(
         self,
@@ -102,36 +149,28 @@ class ClipLoss(nn.Module):
         Returns:
             Scalar fp32 loss.
         """
-        _check_pair(image_features, text_features)
-        if self.gather and distributed.world_size() > 1:
-            with torch.autocast(device_type=image_features.device.type, enabled=False):
-                batch = distributed.gather_global_batch(image_features, text_features)
-                return distributed.global_clip_loss(batch, _as_fp32(logit_scale, batch.image), self.label_smoothing)
-        if self.blockwise:
-            from medvl.kernels import blockwise_clip_loss
+        return self._loss(image_features, text_features, logit_scale)
 
-            return blockwise_clip_loss(image_features, text_features, logit_scale,
-                                       label_smoothing=self.label_smoothing, block_size=self.block_size)
-        # fp32 island: the B x B logits and their log-softmax are the numerically
-        # sensitive part (a large logit_scale over bf16 dot products loses the margin
-        # between positives and hard negatives), so autocast is switched off and the
-        # inputs are upcast explicitly.
-        with torch.autocast(device_type=image_features.device.type, enabled=False):
-            img = image_features.float()
-            txt = text_features.float()
-            scale = _as_fp32(logit_scale, img)
-            logits_per_image = scale * img @ txt.T  # (B, B): row i scores image i vs all texts
-            labels = torch.arange(img.shape[0], device=img.device)  # (B,) positives on the diagonal
-            loss_i2t = F.cross_entropy(
-                logits_per_image, labels, label_smoothing=self.label_smoothing
-            )
-            loss_t2i = F.cross_entropy(
-                logits_per_image.T, labels, label_smoothing=self.label_smoothing
-            )
-            return (loss_i2t + loss_t2i) / 2
+    def _global_loss(self, batch: distributed.GlobalBatch, scale: torch.Tensor) -> torch.Tensor:
+        return distributed.global_clip_loss(batch, scale, self.label_smoothing)
+
+    def _blockwise_loss(self, img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+        from medvl.kernels import blockwise_clip_loss
+
+        return blockwise_clip_loss(img, txt, scale, label_smoothing=self.label_smoothing, block_size=self.block_size)
+
+    def _local_loss(self, img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        # fp32: the B x B logits and their log-softmax are the numerically sensitive part
+        # (a large logit_scale over bf16 dot products loses the margin between positives
+        # and hard negatives).
+        logits_per_image = scale * img @ txt.T  # (B, B): row i scores image i vs all texts
+        labels = torch.arange(img.shape[0], device=img.device)  # (B,) positives on the diagonal
+        loss_i2t = F.cross_entropy(logits_per_image, labels, label_smoothing=self.label_smoothing)
+        loss_t2i = F.cross_entropy(logits_per_image.T, labels, label_smoothing=self.label_smoothing)
+        return (loss_i2t + loss_t2i) / 2
 
 
-class SigLipLoss(nn.Module):
+class SigLipLoss(_PairedContrastiveLoss):
     """Pairwise sigmoid loss: every image-text pair is an independent binary problem.
 
     ``logits = logit_scale * image_features @ text_features.T + logit_bias``, labels are
@@ -150,9 +189,7 @@ class SigLipLoss(nn.Module):
     """
 
     def __init__(self, blockwise: bool = False, block_size: int = 256, gather: bool = True) -> None:
-        super().__init__()
-        self.blockwise, self.block_size = blockwise, block_size
-        self.gather = gather
+        super().__init__(blockwise, block_size, gather)
 
     def forward(
         self,
@@ -174,25 +211,21 @@ class SigLipLoss(nn.Module):
         Returns:
             Scalar fp32 loss.
         """
-        _check_pair(image_features, text_features)
-        if self.gather and distributed.world_size() > 1:
-            with torch.autocast(device_type=image_features.device.type, enabled=False):
-                batch = distributed.gather_global_batch(image_features, text_features)
-                return distributed.global_siglip_loss(batch, _as_fp32(logit_scale, batch.image),
-                                                      _as_fp32(logit_bias, batch.image))
-        if self.blockwise:
-            from medvl.kernels import blockwise_siglip_loss
+        return self._loss(image_features, text_features, logit_scale, logit_bias)
 
-            return blockwise_siglip_loss(image_features, text_features, logit_scale, logit_bias,
-                                         block_size=self.block_size)
-        # fp32 island: logsigmoid of B x B scaled logits, summed; in bf16 the sum over
-        # B^2 small negative terms would round away, so compute it in fp32.
-        with torch.autocast(device_type=image_features.device.type, enabled=False):
-            img = image_features.float()
-            txt = text_features.float()
-            scale = _as_fp32(logit_scale, img)
-            bias = _as_fp32(logit_bias, img)
-            logits = scale * img @ txt.T + bias  # (B, B)
-            B = img.shape[0]
-            labels = 2 * torch.eye(B, device=img.device) - 1  # (B, B): +1 diagonal, -1 elsewhere
-            return -F.logsigmoid(labels * logits).sum() / B
+    def _global_loss(self, batch: distributed.GlobalBatch, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return distributed.global_siglip_loss(batch, scale, bias)
+
+    def _blockwise_loss(self, img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float,
+                        bias: torch.Tensor | float) -> torch.Tensor:
+        from medvl.kernels import blockwise_siglip_loss
+
+        return blockwise_siglip_loss(img, txt, scale, bias, block_size=self.block_size)
+
+    def _local_loss(self, img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        # fp32: logsigmoid of B x B scaled logits, summed; in bf16 the sum over B^2 small
+        # negative terms would round away.
+        logits = scale * img @ txt.T + bias  # (B, B)
+        B = img.shape[0]
+        labels = 2 * torch.eye(B, device=img.device) - 1  # (B, B): +1 diagonal, -1 elsewhere
+        return -F.logsigmoid(labels * logits).sum() / B

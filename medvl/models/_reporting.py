@@ -39,14 +39,7 @@ def report_metrics(
     out = _out_dir(trainer)
     console = Console()
     if names:
-        table = Table(title="Zero-shot classification (test split)")
-        table.add_column("finding")
-        table.add_column("AUROC", justify="right")
-        table.add_column("positives / negatives", justify="right")
-        for j, name in enumerate(names):
-            pos, neg = int((labels[:, j] == 1).sum()), int((labels[:, j] == 0).sum())
-            table.add_row(name, f"{metrics[f'auroc/{name}']:.3f}", f"{pos} / {neg}")
-        console.print(table)
+        console.print(_auroc_table("Zero-shot classification (test split)", "finding", metrics, labels, names))
     rtable = Table(title="Retrieval (test split)")
     rtable.add_column("direction")
     ks = sorted({k.split("@")[1] for k in metrics if "R@" in k and not k.startswith("mean")}, key=int)
@@ -59,12 +52,8 @@ def report_metrics(
         console.print(f"mean zero-shot AUROC: {metrics['auroc_mean']:.4f}")
     if unscored:
         console.print(f"not scored (no prompts): {', '.join(unscored)}")
-    (out / "test_metrics.json").write_text(json.dumps({**metrics, "unscored_labels": list(unscored or [])}, indent=2))
-    if names and scores is not None:
-        _plot_roc(scores, labels, names, metrics, out / "roc_curves.png")
-        console.print(f"metrics and ROC curves written to {out}")
-    else:
-        console.print(f"metrics written to {out}")
+    payload = {**metrics, "unscored_labels": list(unscored or [])}
+    _save(console, out, payload, scores if names else None, labels, names, metrics, "Zero-shot ROC (test)")
     return out
 
 
@@ -73,23 +62,40 @@ def report_classification(
 ) -> Path:
     """Print a per-class AUROC table and write ``test_metrics.json`` and ``roc_curves.png``."""
     from rich.console import Console
-    from rich.table import Table
 
     out = _out_dir(trainer)
+    console = Console()
+    console.print(_auroc_table(title, "label", metrics, labels, names))
+    console.print(f"mean AUROC: {metrics['auroc_mean']:.4f}")
+    _save(console, out, metrics, scores, labels, names, metrics, "ROC (test)")
+    return out
+
+
+def _auroc_table(title: str, first_column: str, metrics: dict[str, float], labels: np.ndarray, names: list[str]):
+    """A rich table: per label, its AUROC and the positives / negatives it was measured on."""
+    from rich.table import Table
+
     table = Table(title=title)
-    table.add_column("label")
+    table.add_column(first_column)
     table.add_column("AUROC", justify="right")
     table.add_column("positives / negatives", justify="right")
     for j, name in enumerate(names):
         pos, neg = int((labels[:, j] == 1).sum()), int((labels[:, j] == 0).sum())
         table.add_row(name, f"{metrics[f'auroc/{name}']:.3f}", f"{pos} / {neg}")
-    console = Console()
-    console.print(table)
-    console.print(f"mean AUROC: {metrics['auroc_mean']:.4f}")
-    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
-    _plot_roc(scores, labels, names, metrics, out / "roc_curves.png", title="ROC (test)")
-    console.print(f"metrics and ROC curves written to {out}")
-    return out
+    return table
+
+
+def _save(
+    console, out: Path, payload: dict, scores: np.ndarray | None, labels: np.ndarray, names: list[str],
+    metrics: dict[str, float], roc_title: str,
+) -> None:
+    """Writes ``payload`` to ``test_metrics.json`` and, given ``scores``, ``roc_curves.png``; says where."""
+    (out / "test_metrics.json").write_text(json.dumps(payload, indent=2))
+    if scores is not None:
+        _plot_roc(scores, labels, names, metrics, out / "roc_curves.png", title=roc_title)
+        console.print(f"metrics and ROC curves written to {out}")
+    else:
+        console.print(f"metrics written to {out}")
 
 
 def _plot_roc(

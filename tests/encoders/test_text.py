@@ -49,3 +49,40 @@ def test_minilm_loads_offline_from_the_packaged_folder():
     assert f.shape == (3, 384)
     # A pretrained sentence encoder puts paraphrases closer than unrelated findings.
     assert f[0] @ f[1] > f[0] @ f[2]
+
+
+def test_hf_tokenizer_wrappers_load_lazily_once_and_pickle_without_the_tokenizer(monkeypatch):
+    import os
+    import pickle
+
+    import transformers
+
+    from medvl.encoders.text import HFTokenizer
+    from medvl.heads.report_decoder import PrefixLMTokenizer
+
+    calls = []
+
+    class _FakeTok:
+        eos_token_id, bos_token_id, pad_token_id, sep_token_id = 2, 1, 0, None
+
+        def __len__(self):
+            return 10
+
+    def fake_from_pretrained(path, **kwargs):
+        calls.append((path, kwargs))
+        return _FakeTok()
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so teardown restores the caller's value
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    prefix = PrefixLMTokenizer("/lm", max_length=8)  # loads at construction for its special ids
+    assert calls == [("/lm", {})] and "HF_HUB_OFFLINE" not in os.environ
+    hf = HFTokenizer("/enc", context_length=16)
+    assert hf._tok is None and len(calls) == 1  # nothing loaded before first use
+    assert hf._load() is hf._load() and calls[-1] == ("/enc", {"local_files_only": True})
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # HFTokenizer never reaches a hub
+    for tok in (prefix, hf):
+        copy = pickle.loads(pickle.dumps(tok))
+        assert copy._tok is None and tok._tok is not None
+        assert {k: v for k, v in vars(copy).items() if k != "_tok"} == {
+            k: v for k, v in vars(tok).items() if k != "_tok"}

@@ -55,6 +55,25 @@ def test_register_bare_and_with_kind(monkeypatch):
         register_encoder(kind="audio")(lambda: None)
 
 
+def test_variant_table_is_the_vision_registry():
+    import dataclasses
+
+    from medvl.encoders import vision
+
+    assert sorted(vision._VARIANTS) == ALL_VISION
+    for name, (fixed, summary) in vision._VARIANTS.items():
+        factory = registry_mod._factories[name]
+        assert getattr(vision, name) is factory and factory.__name__ == name
+        assert factory.__module__ == "medvl.encoders.vision" and encoder_kind(name) == "vision"
+        assert factory.__doc__.startswith(summary)
+        with torch.device("meta"):
+            cfg = create_encoder(name).config
+            assert cfg == VisionConfig(**fixed)
+            # An override wins over a fixed field and leaves the others as they were.
+            other = create_encoder(name, depth=1, in_chans=3).config
+        assert other == dataclasses.replace(cfg, depth=1, in_chans=3)
+
+
 def test_overrides_reach_config():
     m = create_encoder("test_vit_tiny_patch8", in_chans=3, img_size=48, num_classes=5)
     assert isinstance(m, PatchEncoder)
