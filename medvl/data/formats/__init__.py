@@ -1,28 +1,31 @@
-"""Readers for public datasets in their official on-disk layouts.
+"""Public datasets in their official on-disk layouts: one source class and one reader each.
 
-One module per layout; each ``read_<name>(root, ...)`` returns a
-:class:`FormatResult`: ``records`` in the manifest schema of
+One module per layout. Its source class (a :class:`LayoutSource`, e.g. :class:`MIMICCXR`)
+holds the layout's options, typed and documented once, and reads the dataset on first
+use; its ``read_<name>(root, **options)`` is ``<Class>(root, **options).result()``. Both
+give a :class:`FormatResult`: ``records`` in the manifest schema of
 :mod:`medvl.data.dataset` (``study_id``, ``image`` relative to ``image_root``,
 ``split`` in train/val/test, text fields ``report``/``findings``/``impression``/
 ``indication``/``comparison`` where the dataset has them, ``labels`` as
 ``{name: 1 | 0 | -1}`` with absent = not mentioned, ``vqa`` as a list of
 ``{question, answer, answer_type: "closed" | "open"}``), the ``image_root``, and
 ``dropped``, a :class:`collections.Counter` of reason -> count.
-:meth:`FormatResult.summary` reads "found N, dropped M (reason: k, ...)".
+:meth:`FormatResult.summary` reads "found N, dropped M (reason: k, ...)". The image-text
+sources are also :mod:`medvl.data.sources`, where data modules take them from.
 
-========================  ===========================================  ==============
-reader                    layout                                        records
-========================  ===========================================  ==============
-:func:`read_mimic_cxr`    MIMIC-CXR-JPG / MIMIC-CXR (DICOM) + reports   study or image
-:func:`read_chexpert`     CheXpert-v1.0(-small) train.csv / valid.csv   image
-:func:`read_iu_xray`      NLMCXR_reports.tgz (or ecgen-radiology/)      report or image
-:func:`read_roco`         roco-dataset data/{train,validation,test}/    image
-:func:`read_pmc_oa`       PMC-OA train/valid/test.jsonl, pmc_oa.jsonl   image
-:func:`read_vqa_rad`      VQA_RAD Dataset Public.json                   image (+ vqa)
-:func:`read_slake`        Slake1.0/{train,validate,test}.json           image (+ vqa)
-:func:`read_pathvqa`      pvqa/qas/{train,val,test}/*_qa.pkl            image (+ vqa)
-:func:`read_table`        your CSV / TSV / JSONL                        row
-========================  ===========================================  ==============
+=================  ========================  ===========================================  ==============
+source             reader                    layout                                       records
+=================  ========================  ===========================================  ==============
+:class:`MIMICCXR`  :func:`read_mimic_cxr`    MIMIC-CXR-JPG / MIMIC-CXR (DICOM) + reports  study or image
+:class:`CheXpert`  :func:`read_chexpert`     CheXpert-v1.0(-small) train.csv / valid.csv  image
+:class:`IUXray`    :func:`read_iu_xray`      NLMCXR_reports.tgz (or ecgen-radiology/)     report or image
+:class:`ROCO`      :func:`read_roco`         roco-dataset data/{train,validation,test}/   image
+:class:`PMCOA`     :func:`read_pmc_oa`       PMC-OA train/valid/test.jsonl, pmc_oa.jsonl  image
+:class:`VQARAD`    :func:`read_vqa_rad`      VQA_RAD Dataset Public.json                  image (+ vqa)
+:class:`SLAKE`     :func:`read_slake`        Slake1.0/{train,validate,test}.json          image (+ vqa)
+:class:`PathVQA`   :func:`read_pathvqa`      pvqa/qas/{train,val,test}/*_qa.pkl           image (+ vqa)
+:class:`Table`     :func:`read_table`        your CSV / TSV / JSONL                       row
+=================  ========================  ===========================================  ==============
 
 VQA datasets give one record per image (and split) with all its question-answer
 pairs in ``vqa``; their ``dropped`` counts questions (``FormatResult.unit``).
@@ -30,7 +33,8 @@ Datasets without an official split (IU X-ray, PMC-OA without its split files, a
 table without a split column) are split by :func:`hash_split`, a seeded hash of the
 record id that does not depend on file order.
 
-Robustness policy, the same in every reader:
+Robustness policy, the same in every layout (``on_error`` and ``check_files`` are options of
+every source, see :class:`LayoutSource`):
 
 * **Missing required file** (split table, captions file, JSON, image folder):
   :class:`MissingFileError` (a :class:`~medvl.data.dataset.ManifestError` and a
@@ -59,7 +63,9 @@ from medvl.data.formats._base import (
     CHEXPERT_COLUMNS,
     Collector,
     FormatResult,
+    LayoutSource,
     MissingFileError,
+    RecordSource,
     VqaGroups,
     apply_uncertainty,
     hash_split,
@@ -67,21 +73,32 @@ from medvl.data.formats._base import (
     normalize_split,
     parse_label,
 )
-from medvl.data.formats.chexpert import read_chexpert
-from medvl.data.formats.iu_xray import read_iu_xray
-from medvl.data.formats.mimic_cxr import read_mimic_cxr
-from medvl.data.formats.pathvqa import read_pathvqa
-from medvl.data.formats.pmc_oa import read_pmc_oa
-from medvl.data.formats.roco import read_roco
-from medvl.data.formats.slake import read_slake
-from medvl.data.formats.table import read_table
-from medvl.data.formats.vqa_rad import read_vqa_rad
+from medvl.data.formats.chexpert import CheXpert, read_chexpert
+from medvl.data.formats.iu_xray import IUXray, read_iu_xray
+from medvl.data.formats.mimic_cxr import MIMICCXR, read_mimic_cxr
+from medvl.data.formats.pathvqa import PathVQA, read_pathvqa
+from medvl.data.formats.pmc_oa import PMCOA, read_pmc_oa
+from medvl.data.formats.roco import ROCO, read_roco
+from medvl.data.formats.slake import SLAKE, read_slake
+from medvl.data.formats.table import Table, read_table
+from medvl.data.formats.vqa_rad import VQARAD, read_vqa_rad
 
 __all__ = [
     "CHEXPERT_COLUMNS",
+    "CheXpert",
     "Collector",
     "FormatResult",
+    "IUXray",
+    "LayoutSource",
+    "MIMICCXR",
     "MissingFileError",
+    "PMCOA",
+    "PathVQA",
+    "ROCO",
+    "RecordSource",
+    "SLAKE",
+    "Table",
+    "VQARAD",
     "VqaGroups",
     "apply_uncertainty",
     "hash_split",

@@ -1,4 +1,4 @@
-"""Machinery shared by the dataset-layout readers: results, validation, splits, labels."""
+"""Machinery shared by the dataset layouts: sources, results, validation, splits, labels."""
 
 from __future__ import annotations
 
@@ -7,20 +7,27 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from medvl.data.dataset import ManifestError
 from medvl.data.labels import CHEXPERT_LABELS, NEGATIVE, POSITIVE, UNCERTAIN
 from medvl.data.reports import clean_text, format_report
 
+log = logging.getLogger(__name__)
+
 OnError = Literal["raise", "skip"]
 Uncertainty = Literal["ignore", "ones", "zeros"]
+StrPath = str | os.PathLike[str]
+"""A file or folder given as text or as a path."""
+
+_T = TypeVar("_T")
 
 CHEXPERT_COLUMNS: dict[str, str] = dict(zip(
     (
@@ -162,6 +169,89 @@ class Collector:
         return FormatResult(records=self.records, image_root=self.image_root, dropped=self.dropped, unit=unit)
 
 
+class RecordSource:
+    """Reads a dataset once into records; subclasses implement :meth:`_read`.
+
+    Attributes:
+        default_label_names: The label columns this layout has, in order; None: inferred
+            from the records (the label keys in the order first seen).
+    """
+
+    default_label_names: tuple[str, ...] | None = None
+    _result: FormatResult | None = None
+
+    def _read(self) -> FormatResult:
+        """Read the dataset (subclasses)."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Make the data exist (e.g. generate it); called once, on rank 0."""
+
+    def result(self) -> FormatResult:
+        """The records and what was left out (:class:`FormatResult`), read on first use."""
+        if self._result is None:
+            self._result = self._read()
+            log.info("%s: %s", type(self).__name__, self._result.summary())
+        return self._result
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the dataset (all splits)."""
+        return self.result().records
+
+    def image_root(self) -> Path:
+        """Folder the records' ``image`` paths are relative to."""
+        return Path(self.result().image_root)
+
+    def summary(self) -> str:
+        """``"found N, dropped M (reasons)"``."""
+        return self.result().summary()
+
+    def label_names(self) -> list[str]:
+        """The label columns of this dataset, in order (empty for caption-only data)."""
+        if self.default_label_names is not None:
+            return list(self.default_label_names)
+        seen: dict[str, None] = {}
+        for rec in self.records():
+            for name in rec.get("labels") or {}:
+                seen.setdefault(str(name), None)
+        return list(seen)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Records travel to worker processes inside the datasets, not with the source.
+        return {**self.__dict__, "_result": None}
+
+
+@dataclass(eq=False)
+class LayoutSource(RecordSource):
+    """A dataset in one official on-disk layout, read by the policy of :mod:`medvl.data.formats`.
+
+    A layout is a ``@dataclass(eq=False, kw_only=True)`` subclass: its fields are the
+    layout's options, documented in its ``Args`` (which the CLI shows) with what ``root``
+    holds, and :meth:`_read` reads it. Nothing is read before :meth:`result` is first called.
+
+    Args:
+        root: The dataset's folder.
+        on_error: ``raise``: a malformed row raises :class:`~medvl.data.dataset.ManifestError`
+            naming the file, line and reason; ``skip``: it is left out and counted.
+        check_files: Leave out (and count as ``"missing image"``) the records whose
+            image file is missing; False skips the file-system checks.
+    """
+
+    root: StrPath
+    _: KW_ONLY
+    on_error: OnError = "raise"
+    check_files: bool = True
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options by name: every field but ``root``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.kw_only}
+
+    def _collector(self, image_root: StrPath) -> Collector:
+        """A :class:`Collector` for this source's ``on_error`` and ``check_files``."""
+        return Collector(image_root, on_error=self.on_error, check_files=self.check_files)
+
+
 def inside_root(rel: str) -> str | None:
     """``rel`` as a normalised POSIX path when it stays inside its root, else ``None``.
 
@@ -196,6 +286,11 @@ def first_existing(candidates: Iterable[Path], *, dirs: bool | None = False) -> 
         if c.exists() if dirs is None else c.is_dir() if dirs else c.is_file():
             return c
     return None
+
+
+def release_folder(root: Path, name: str) -> Path:
+    """``root/name`` when that folder exists (``root`` holds the release folder), else ``root``."""
+    return root / name if (root / name).is_dir() else root
 
 
 def with_gz(path: Path) -> list[Path]:
@@ -420,6 +515,29 @@ class VqaGroups:
                 sid = f"{split}/{g['image_id']}"
                 col.add({"study_id": sid, "image": rel, "split": split, "vqa": g["vqa"], **g["fields"]}, g["where"])
         self._groups.clear()
+
+
+def vqa_entries(
+    path: Path, entries: Any, col: Collector, parse: Callable[[Any], _T], *, kind: str = "a JSON list"
+) -> Iterator[tuple[str, _T]]:
+    """``("file: entry i", parse(entry))`` for each entry of a VQA release's list of questions.
+
+    An entry for which ``parse`` raises :class:`ValueError` is malformed
+    (:meth:`Collector.bad`: raised or counted, as ``on_error`` says).
+
+    Raises:
+        ManifestError: ``entries`` is not a list (``"expected <kind> of questions"``).
+    """
+    if not isinstance(entries, list):
+        raise ManifestError(f"{path}: expected {kind} of questions")
+    for i, entry in enumerate(entries):
+        where = f"{path}: entry {i}"
+        try:
+            parsed = parse(entry)
+        except ValueError as err:
+            col.bad(where, str(err))
+            continue
+        yield where, parsed
 
 
 def load_json(path: Path) -> Any:

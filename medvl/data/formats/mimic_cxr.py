@@ -21,10 +21,10 @@ lateral means LATERAL or LL.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +33,8 @@ from medvl.data.formats._base import (
     CHEXPERT_COLUMNS,
     Collector,
     FormatResult,
-    OnError,
+    LayoutSource,
+    StrPath,
     Uncertainty,
     apply_uncertainty,
     find_file,
@@ -44,9 +45,10 @@ from medvl.data.formats._base import (
     text_fields,
     with_gz,
 )
+from medvl.data.labels import CHEXPERT_LABELS
 from medvl.data.reports import parse_report
 
-__all__ = ["read_mimic_cxr", "FRONTAL_VIEWS", "LATERAL_VIEWS"]
+__all__ = ["MIMICCXR", "read_mimic_cxr", "FRONTAL_VIEWS", "LATERAL_VIEWS"]
 
 FRONTAL_VIEWS: frozenset[str] = frozenset({"PA", "AP"})
 LATERAL_VIEWS: frozenset[str] = frozenset({"LATERAL", "LL"})
@@ -59,7 +61,7 @@ def _study_dir(subject: str, study: str) -> str:
 
 
 @contextlib.contextmanager
-def _report_source(root: Path, reports: str | os.PathLike[str] | None) -> Iterator[Callable[[str], str | None]]:
+def _report_source(root: Path, reports: StrPath | None) -> Iterator[Callable[[str], str | None]]:
     """Yield a function from ``files/pXX/pYYYYYYYY/sZZZZZZZZ.txt`` to the report text (or None)."""
     if reports is None:
         src = first_existing([root / "mimic-cxr-reports"], dirs=True) or \
@@ -89,21 +91,9 @@ def _report_source(root: Path, reports: str | os.PathLike[str] | None) -> Iterat
         yield from_zip
 
 
-def read_mimic_cxr(
-    root: str | os.PathLike[str],
-    *,
-    meta_root: str | os.PathLike[str] | None = None,
-    reports: str | os.PathLike[str] | None = None,
-    image_format: Literal["jpg", "dcm"] = "jpg",
-    labels: Literal["chexpert", "negbio", "none"] = "chexpert",
-    uncertainty: Uncertainty = "ignore",
-    views: Literal["frontal", "lateral", "all"] = "frontal",
-    section: Literal["findings", "impression", "both"] = "findings",
-    images: Literal["one", "all"] = "one",
-    on_error: OnError = "raise",
-    check_files: bool = True,
-) -> FormatResult:
-    """Read MIMIC-CXR(-JPG).
+@dataclass(eq=False, kw_only=True)
+class MIMICCXR(LayoutSource):
+    """MIMIC-CXR-JPG (or the DICOM release) with its free-text reports.
 
     Args:
         root: Folder holding ``files/`` with the images (``mimic-cxr-jpg/2.0.0`` or
@@ -121,138 +111,152 @@ def read_mimic_cxr(
             ``both`` (``"FINDINGS: ...\\n\\nIMPRESSION: ..."``). Studies without it are
             dropped (``"no <section> section"``).
         images: ``one`` record per study or one per image (``all``).
-        on_error: ``raise`` or ``skip`` malformed rows (see :mod:`medvl.data.formats`).
-        check_files: Drop records whose image is missing (``"missing image"``).
 
     Raises:
-        MissingFileError: The split table (or a label/metadata table that the
-            options need) is absent.
-        ManifestError: A malformed row, with ``on_error="raise"``.
+        MissingFileError: On reading: the split table (or a label/metadata table that
+            the options need) is absent.
+        ManifestError: On reading: a malformed row, with ``on_error="raise"``.
     """
-    root = Path(root)
-    meta = Path(meta_root) if meta_root is not None else root
-    if image_format not in ("jpg", "dcm"):
-        raise ValueError(f"image_format must be 'jpg' or 'dcm', got {image_format!r}")
-    if images not in ("one", "all"):
-        raise ValueError(f"images must be 'one' or 'all', got {images!r}")
-    if views not in ("frontal", "lateral", "all"):
-        raise ValueError(f"views must be 'frontal', 'lateral' or 'all', got {views!r}")
-    text_fields({}, section)  # validates the option before any file is read
-    col = Collector(root, on_error=on_error, check_files=check_files)
 
-    split_path = find_file("MIMIC-CXR split table", with_gz(meta / "mimic-cxr-2.0.0-split.csv"))
-    view_of: dict[str, str] = {}
-    if views != "all":
-        meta_path = find_file("MIMIC-CXR metadata table (needed for the view filter)",
-                              with_gz(meta / "mimic-cxr-2.0.0-metadata.csv"))
-    else:
-        meta_path = first_existing(with_gz(meta / "mimic-cxr-2.0.0-metadata.csv"))
-    if meta_path is not None:
-        for _, row in read_csv(meta_path, ["dicom_id", "ViewPosition"]):
-            view_of[row["dicom_id"].strip()] = (row["ViewPosition"] or "").strip().upper()
+    meta_root: StrPath | None = None
+    reports: StrPath | None = None
+    image_format: Literal["jpg", "dcm"] = "jpg"
+    labels: Literal["chexpert", "negbio", "none"] = "chexpert"
+    uncertainty: Uncertainty = "ignore"
+    views: Literal["frontal", "lateral", "all"] = "frontal"
+    section: Literal["findings", "impression", "both"] = "findings"
+    images: Literal["one", "all"] = "one"
 
-    study_labels: dict[str, dict[str, int]] = {}
-    bad_labels: set[str] = set()
-    if labels != "none":
-        if labels not in ("chexpert", "negbio"):
-            raise ValueError(f"labels must be 'chexpert', 'negbio' or 'none', got {labels!r}")
-        label_path = find_file(f"MIMIC-CXR {labels} label table",
-                               with_gz(meta / f"mimic-cxr-2.0.0-{labels}.csv"))
-        for where, row in read_csv(label_path, ["subject_id", "study_id", *CHEXPERT_COLUMNS]):
-            study = (row["study_id"] or "").strip()
-            try:
-                if not _ID.match(study):
-                    raise ValueError(f"study_id {study!r} is not a number")
-                study_labels[study] = apply_uncertainty(label_columns(row, CHEXPERT_COLUMNS), uncertainty)
-            except ValueError as err:
-                if on_error == "raise":
-                    col.bad(where, str(err))
-                bad_labels.add(study)  # the study is dropped below, counted once
+    @property
+    def default_label_names(self) -> tuple[str, ...]:
+        """The 14 CheXpert findings, none with ``labels="none"``."""
+        return () if self.labels == "none" else CHEXPERT_LABELS
 
-    # Group the split table's images by study, keeping the table's order.
-    studies: dict[str, dict[str, Any]] = {}
-    for where, row in read_csv(split_path, ["dicom_id", "study_id", "subject_id", "split"]):
-        subject, study = (row["subject_id"] or "").strip(), (row["study_id"] or "").strip()
-        dicom_id, split = (row["dicom_id"] or "").strip(), normalize_split(row["split"])
-        if not (_ID.match(subject) and _ID.match(study)) or not dicom_id:
-            col.bad(where, "subject_id/study_id must be numbers and dicom_id non-empty")
-            continue
-        if split is None:
-            col.bad(where, f"unknown split {row['split']!r}")
-            continue
-        entry = studies.setdefault(study, {"subject": subject, "split": split, "images": []})
-        entry["images"].append((dicom_id, where))
+    def _read(self) -> FormatResult:
+        root = Path(self.root)
+        meta = Path(self.meta_root) if self.meta_root is not None else root
+        labels, views = self.labels, self.views
+        if self.image_format not in ("jpg", "dcm"):
+            raise ValueError(f"image_format must be 'jpg' or 'dcm', got {self.image_format!r}")
+        if self.images not in ("one", "all"):
+            raise ValueError(f"images must be 'one' or 'all', got {self.images!r}")
+        if views not in ("frontal", "lateral", "all"):
+            raise ValueError(f"views must be 'frontal', 'lateral' or 'all', got {views!r}")
+        text_fields({}, self.section)  # validates the option before any file is read
+        col = self._collector(root)
 
-    with _report_source(root, reports) as read_report:
-        _add_studies(col, studies, view_of, study_labels, bad_labels, read_report,
-                     image_format=image_format, views=views, section=section, images=images)
-    return col.result()
-
-
-def _add_studies(
-    col: Collector,
-    studies: dict[str, dict[str, Any]],
-    view_of: dict[str, str],
-    study_labels: dict[str, dict[str, int]],
-    bad_labels: set[str],
-    read_report: Callable[[str], str | None],
-    *,
-    image_format: str,
-    views: str,
-    section: str,
-    images: str,
-) -> None:
-    """Choose each study's images, attach its report and labels, and keep or count it."""
-    check_files = col.check_files
-    for study, entry in studies.items():
-        kept, n_other_view, n_outside = [], 0, 0
-        for dicom_id, where in entry["images"]:
-            view = view_of.get(dicom_id, "")
-            if views == "frontal" and view not in FRONTAL_VIEWS or views == "lateral" and view not in LATERAL_VIEWS:
-                n_other_view += 1
-                continue
-            rel = col.image(f"{_study_dir(entry['subject'], study)}/{dicom_id}.{image_format}", where,
-                            n=1 if images == "all" else 0, check=False)
-            if rel is None:
-                n_outside += 1
-            else:
-                kept.append((_VIEW_RANK.get(view, 9), dicom_id, view, rel, where))
-        if images == "all":
-            col.drop(f"not {views}", n_other_view)
-        if not kept:
-            if images == "one":
-                col.drop("path outside root" if n_outside else f"no {views} image")
-            continue
-        kept.sort()
-        if check_files:
-            present = [k for k in kept if col.exists(k[3])]
-            missing = len(kept) - len(present)
-            if images == "all" and missing:
-                col.drop("missing image", missing)
-            elif not present:
-                col.drop("missing image")
-            kept = present
-            if not kept:
-                continue
-        n = len(kept) if images == "all" else 1
-        if study in bad_labels:
-            col.drop("malformed row", n)
-            continue
-        text = read_report(f"{_study_dir(entry['subject'], study)}.txt")
-        if text is None:
-            col.drop("missing report", n)
-            continue
-        fields = text_fields(parse_report(text), section)
-        if not fields["report"]:
-            col.drop("no findings or impression" if section == "both" else f"no {section} section", n)
-            continue
-        base: dict[str, Any] = {"split": entry["split"], **fields}
-        if study in study_labels:
-            base["labels"] = study_labels[study]
-        if images == "one":
-            _, _, view, rel, where = kept[0]
-            all_images = [k[3] for k in kept]
-            col.add({"study_id": f"s{study}", "image": rel, "images": all_images, "view": view, **base}, where)
+        split_path = find_file("MIMIC-CXR split table", with_gz(meta / "mimic-cxr-2.0.0-split.csv"))
+        view_of: dict[str, str] = {}
+        if views != "all":
+            meta_path = find_file("MIMIC-CXR metadata table (needed for the view filter)",
+                                  with_gz(meta / "mimic-cxr-2.0.0-metadata.csv"))
         else:
-            for _, dicom_id, view, rel, where in kept:
-                col.add({"study_id": f"s{study}/{dicom_id}", "image": rel, "view": view, **base}, where)
+            meta_path = first_existing(with_gz(meta / "mimic-cxr-2.0.0-metadata.csv"))
+        if meta_path is not None:
+            for _, row in read_csv(meta_path, ["dicom_id", "ViewPosition"]):
+                view_of[row["dicom_id"].strip()] = (row["ViewPosition"] or "").strip().upper()
+
+        study_labels: dict[str, dict[str, int]] = {}
+        bad_labels: set[str] = set()
+        if labels != "none":
+            if labels not in ("chexpert", "negbio"):
+                raise ValueError(f"labels must be 'chexpert', 'negbio' or 'none', got {labels!r}")
+            label_path = find_file(f"MIMIC-CXR {labels} label table",
+                                   with_gz(meta / f"mimic-cxr-2.0.0-{labels}.csv"))
+            for where, row in read_csv(label_path, ["subject_id", "study_id", *CHEXPERT_COLUMNS]):
+                study = (row["study_id"] or "").strip()
+                try:
+                    if not _ID.match(study):
+                        raise ValueError(f"study_id {study!r} is not a number")
+                    study_labels[study] = apply_uncertainty(label_columns(row, CHEXPERT_COLUMNS), self.uncertainty)
+                except ValueError as err:
+                    if self.on_error == "raise":
+                        col.bad(where, str(err))
+                    bad_labels.add(study)  # the study is dropped below, counted once
+
+        # Group the split table's images by study, keeping the table's order.
+        studies: dict[str, dict[str, Any]] = {}
+        for where, row in read_csv(split_path, ["dicom_id", "study_id", "subject_id", "split"]):
+            subject, study = (row["subject_id"] or "").strip(), (row["study_id"] or "").strip()
+            dicom_id, split = (row["dicom_id"] or "").strip(), normalize_split(row["split"])
+            if not (_ID.match(subject) and _ID.match(study)) or not dicom_id:
+                col.bad(where, "subject_id/study_id must be numbers and dicom_id non-empty")
+                continue
+            if split is None:
+                col.bad(where, f"unknown split {row['split']!r}")
+                continue
+            entry = studies.setdefault(study, {"subject": subject, "split": split, "images": []})
+            entry["images"].append((dicom_id, where))
+
+        with _report_source(root, self.reports) as read_report:
+            self._add_studies(col, studies, view_of, study_labels, bad_labels, read_report)
+        return col.result()
+
+    def _add_studies(
+        self,
+        col: Collector,
+        studies: dict[str, dict[str, Any]],
+        view_of: dict[str, str],
+        study_labels: dict[str, dict[str, int]],
+        bad_labels: set[str],
+        read_report: Callable[[str], str | None],
+    ) -> None:
+        """Choose each study's images, attach its report and labels, and keep or count it."""
+        check_files, views, section, images = col.check_files, self.views, self.section, self.images
+        for study, entry in studies.items():
+            kept, n_other_view, n_outside = [], 0, 0
+            for dicom_id, where in entry["images"]:
+                view = view_of.get(dicom_id, "")
+                if views == "frontal" and view not in FRONTAL_VIEWS or views == "lateral" and view not in LATERAL_VIEWS:
+                    n_other_view += 1
+                    continue
+                rel = col.image(f"{_study_dir(entry['subject'], study)}/{dicom_id}.{self.image_format}", where,
+                                n=1 if images == "all" else 0, check=False)
+                if rel is None:
+                    n_outside += 1
+                else:
+                    kept.append((_VIEW_RANK.get(view, 9), dicom_id, view, rel, where))
+            if images == "all":
+                col.drop(f"not {views}", n_other_view)
+            if not kept:
+                if images == "one":
+                    col.drop("path outside root" if n_outside else f"no {views} image")
+                continue
+            kept.sort()
+            if check_files:
+                present = [k for k in kept if col.exists(k[3])]
+                missing = len(kept) - len(present)
+                if images == "all" and missing:
+                    col.drop("missing image", missing)
+                elif not present:
+                    col.drop("missing image")
+                kept = present
+                if not kept:
+                    continue
+            n = len(kept) if images == "all" else 1
+            if study in bad_labels:
+                col.drop("malformed row", n)
+                continue
+            text = read_report(f"{_study_dir(entry['subject'], study)}.txt")
+            if text is None:
+                col.drop("missing report", n)
+                continue
+            fields = text_fields(parse_report(text), section)
+            if not fields["report"]:
+                col.drop("no findings or impression" if section == "both" else f"no {section} section", n)
+                continue
+            base: dict[str, Any] = {"split": entry["split"], **fields}
+            if study in study_labels:
+                base["labels"] = study_labels[study]
+            if images == "one":
+                _, _, view, rel, where = kept[0]
+                all_images = [k[3] for k in kept]
+                col.add({"study_id": f"s{study}", "image": rel, "images": all_images, "view": view, **base}, where)
+            else:
+                for _, dicom_id, view, rel, where in kept:
+                    col.add({"study_id": f"s{study}/{dicom_id}", "image": rel, "view": view, **base}, where)
+
+
+def read_mimic_cxr(root: StrPath, **options: Any) -> FormatResult:
+    """Read MIMIC-CXR(-JPG): ``MIMICCXR(root, **options).result()``, with its options and errors."""
+    return MIMICCXR(root, **options).result()

@@ -13,16 +13,18 @@ only lists, dicts and strings.
 
 from __future__ import annotations
 
+import functools
 import io
-import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from medvl.data.dataset import ManifestError
-from medvl.data.formats._base import Collector, FormatResult, OnError, VqaGroups, find_file, qa_pair
+from medvl.data.formats._base import (FormatResult, LayoutSource, StrPath, VqaGroups, find_file, qa_pair,
+                                      release_folder, vqa_entries)
 
-__all__ = ["read_pathvqa", "safe_unpickle"]
+__all__ = ["PathVQA", "read_pathvqa", "safe_unpickle"]
 
 _SPLITS = (("train", "train"), ("val", "val"), ("test", "test"))
 
@@ -44,48 +46,46 @@ def safe_unpickle(path: Path) -> Any:
         raise ManifestError(f"{path}: not a plain-data pickle ({err})") from None
 
 
-def read_pathvqa(
-    root: str | os.PathLike[str],
-    *,
-    on_error: OnError = "raise",
-    check_files: bool = True,
-) -> FormatResult:
-    """Read PathVQA.
+def _question(folder: str, entry: Any) -> tuple[str, str, dict[str, str]]:
+    """``(image path, image id, pair)`` of one entry of ``folder``'s pickle; ValueError when malformed."""
+    if not isinstance(entry, dict) or not all(k in entry for k in ("image", "question", "answer")):
+        raise ValueError("expected a dict with 'image', 'question' and 'answer'")
+    qa = qa_pair(entry["question"], entry["answer"])
+    name = str(entry["image"]).strip()
+    if not name:
+        raise ValueError("empty image")
+    if PurePosixPath(name).suffix.lower() in (".jpg", ".jpeg", ".png"):
+        return f"{folder}/{name}", str(PurePosixPath(name).with_suffix("")), qa
+    return f"{folder}/{name}.jpg", name, qa
+
+
+@dataclass(eq=False, kw_only=True)
+class PathVQA(LayoutSource):
+    """PathVQA questions: one record per (split, image), no labels; ``dropped`` counts questions.
 
     Args:
         root: ``pvqa/`` (holding ``qas/`` and ``images/``) or the folder holding it.
-        on_error: ``raise`` or ``skip`` malformed entries.
-        check_files: Drop the questions of missing images.
 
     Raises:
-        MissingFileError: A split's ``*_qa.pkl`` or ``images/`` is absent.
-        ManifestError: A pickle that is not plain data, or a malformed entry with
-            ``on_error="raise"``.
+        MissingFileError: On reading: a split's ``*_qa.pkl`` or ``images/`` is absent.
+        ManifestError: On reading: a pickle that is not plain data, or a malformed
+            entry with ``on_error="raise"``.
     """
-    root = Path(root)
-    data = root / "pvqa" if (root / "pvqa").is_dir() else root
-    images = find_file("PathVQA image folder", [data / "images"], dirs=True)
-    col = Collector(images, on_error=on_error, check_files=check_files)
-    groups = VqaGroups()
-    for folder, split in _SPLITS:
-        path = find_file(f"PathVQA {split} questions", [data / "qas" / folder / f"{folder}_qa.pkl"])
-        entries = safe_unpickle(path)
-        if not isinstance(entries, list):
-            raise ManifestError(f"{path}: expected a list of questions")
-        for i, e in enumerate(entries):
-            where = f"{path}: entry {i}"
-            try:
-                if not isinstance(e, dict) or not all(k in e for k in ("image", "question", "answer")):
-                    raise ValueError("expected a dict with 'image', 'question' and 'answer'")
-                qa = qa_pair(e["question"], e["answer"])
-                name = str(e["image"]).strip()
-                if not name:
-                    raise ValueError("empty image")
-            except ValueError as err:
-                col.bad(where, str(err))
-                continue
-            has_suffix = PurePosixPath(name).suffix.lower() in (".jpg", ".jpeg", ".png")
-            image = f"{folder}/{name}" if has_suffix else f"{folder}/{name}.jpg"
-            groups.add(split, image, str(PurePosixPath(name).with_suffix("") if has_suffix else name), qa, where)
-    groups.flush(col)
-    return col.result("questions")
+
+    default_label_names = ()
+
+    def _read(self) -> FormatResult:
+        data = release_folder(Path(self.root), "pvqa")
+        col, groups = self._collector(find_file("PathVQA image folder", [data / "images"], dirs=True)), VqaGroups()
+        for folder, split in _SPLITS:
+            path = find_file(f"PathVQA {split} questions", [data / "qas" / folder / f"{folder}_qa.pkl"])
+            parse = functools.partial(_question, folder)
+            for where, (image, image_id, qa) in vqa_entries(path, safe_unpickle(path), col, parse, kind="a list"):
+                groups.add(split, image, image_id, qa, where)
+        groups.flush(col)
+        return col.result("questions")
+
+
+def read_pathvqa(root: StrPath, **options: Any) -> FormatResult:
+    """Read PathVQA: ``PathVQA(root, **options).result()``, with its options and errors."""
+    return PathVQA(root, **options).result()

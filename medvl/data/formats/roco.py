@@ -17,14 +17,14 @@ tried.
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-from medvl.data.formats._base import Collector, FormatResult, MissingFileError, OnError, open_text
+from medvl.data.formats._base import FormatResult, LayoutSource, MissingFileError, StrPath, open_text, release_folder
 from medvl.data.reports import clean_text
 
-__all__ = ["read_roco", "ROCO_SPLITS"]
+__all__ = ["ROCO", "read_roco", "ROCO_SPLITS"]
 
 ROCO_SPLITS: dict[str, str] = {"train": "train", "validation": "val", "test": "test"}
 """Folder name -> medvl split."""
@@ -76,63 +76,67 @@ def _image_names(folder: Path) -> dict[str, str]:
     return names
 
 
-def read_roco(
-    root: str | os.PathLike[str],
-    *,
-    subsets: Sequence[str] = ("radiology",),
-    keywords: bool = True,
-    on_error: OnError = "raise",
-    check_files: bool = True,
-) -> FormatResult:
-    """Read ROCO.
+@dataclass(eq=False, kw_only=True)
+class ROCO(LayoutSource):
+    """ROCO image-caption pairs; ``report`` is the caption, no labels.
 
     Args:
         root: The repository folder (with ``data/``) or its ``data/`` folder; the
             image root of the records.
         subsets: ``radiology`` and/or ``non-radiology``.
         keywords: Copy the caption keywords (``keywords.txt``) into ``keywords``.
-        on_error: ``raise`` or ``skip`` malformed caption lines.
-        check_files: Drop records whose image is missing.
 
     Raises:
-        MissingFileError: A split/subset folder or its captions file is absent.
-        ManifestError: A caption line without a tab, with ``on_error="raise"``.
+        MissingFileError: On reading: a split/subset folder or its captions file is absent.
+        ManifestError: On reading: a caption line without a tab, with ``on_error="raise"``.
     """
-    root = Path(root)
-    data = root / "data" if (root / "data").is_dir() else root
-    bad = [s for s in subsets if s not in ("radiology", "non-radiology")]
-    if bad or not subsets:
-        raise ValueError(f"subsets must be 'radiology' and/or 'non-radiology', got {list(subsets)}")
-    col = Collector(data, on_error=on_error, check_files=check_files)
-    for folder_name, split in ROCO_SPLITS.items():
-        for subset in subsets:
-            folder = data / folder_name / subset
-            if not folder.is_dir():
-                raise MissingFileError(f"{folder}: ROCO {folder_name}/{subset} folder not found")
-            captions = _one_file(folder, "captions", required=True)
-            names = _image_names(folder)
-            kw: dict[str, list[str]] = {}
-            kw_file = _one_file(folder, "keywords", required=False) if keywords else None
-            if kw_file is not None:
-                kw = {f[0].strip(): [k for k in f[1:] if k.strip()] for _, f in _tab_lines(kw_file)}
-            for where, fields in _tab_lines(captions):
-                roco_id = fields[0].strip()
-                if len(fields) < 2 or not roco_id.startswith("ROCO_"):
-                    col.bad(where, "expected 'ROCO_<id><TAB><caption>'")
-                    continue
-                caption = clean_text("\t".join(fields[1:]))
-                if not caption:
-                    col.drop("empty caption")
-                    continue
-                candidates = [n for n in (names.get(roco_id), f"{roco_id}.jpg") if n]
-                rels = [f"{folder_name}/{subset}/images/{n}" for n in candidates]
-                rel = next((r for r in rels if col.exists(r)), rels[0]) if check_files else rels[0]
-                image = col.image(rel, where)
-                if image is None:
-                    continue
-                record = {"study_id": roco_id, "image": image, "split": split, "report": caption,
-                          "caption": caption, "subset": subset}
-                if keywords:
-                    record["keywords"] = kw.get(roco_id, [])
-                col.add(record, where)
-    return col.result()
+
+    default_label_names = ()
+
+    subsets: tuple[Literal["radiology", "non-radiology"], ...] = ("radiology",)
+    keywords: bool = True
+
+    def _read(self) -> FormatResult:
+        root, subsets, keywords, check_files = Path(self.root), self.subsets, self.keywords, self.check_files
+        data = release_folder(root, "data")
+        bad = [s for s in subsets if s not in ("radiology", "non-radiology")]
+        if bad or not subsets:
+            raise ValueError(f"subsets must be 'radiology' and/or 'non-radiology', got {list(subsets)}")
+        col = self._collector(data)
+        for folder_name, split in ROCO_SPLITS.items():
+            for subset in subsets:
+                folder = data / folder_name / subset
+                if not folder.is_dir():
+                    raise MissingFileError(f"{folder}: ROCO {folder_name}/{subset} folder not found")
+                captions = _one_file(folder, "captions", required=True)
+                names = _image_names(folder)
+                kw: dict[str, list[str]] = {}
+                kw_file = _one_file(folder, "keywords", required=False) if keywords else None
+                if kw_file is not None:
+                    kw = {f[0].strip(): [k for k in f[1:] if k.strip()] for _, f in _tab_lines(kw_file)}
+                for where, fields in _tab_lines(captions):
+                    roco_id = fields[0].strip()
+                    if len(fields) < 2 or not roco_id.startswith("ROCO_"):
+                        col.bad(where, "expected 'ROCO_<id><TAB><caption>'")
+                        continue
+                    caption = clean_text("\t".join(fields[1:]))
+                    if not caption:
+                        col.drop("empty caption")
+                        continue
+                    candidates = [n for n in (names.get(roco_id), f"{roco_id}.jpg") if n]
+                    rels = [f"{folder_name}/{subset}/images/{n}" for n in candidates]
+                    rel = next((r for r in rels if col.exists(r)), rels[0]) if check_files else rels[0]
+                    image = col.image(rel, where)
+                    if image is None:
+                        continue
+                    record = {"study_id": roco_id, "image": image, "split": split, "report": caption,
+                              "caption": caption, "subset": subset}
+                    if keywords:
+                        record["keywords"] = kw.get(roco_id, [])
+                    col.add(record, where)
+        return col.result()
+
+
+def read_roco(root: StrPath, **options: Any) -> FormatResult:
+    """Read ROCO: ``ROCO(root, **options).result()``, with its options and errors."""
+    return ROCO(root, **options).result()

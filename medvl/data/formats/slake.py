@@ -12,70 +12,70 @@ the image's ``modality`` and ``location``.
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
-from medvl.data.dataset import ManifestError
-from medvl.data.formats._base import (Collector, FormatResult, OnError, VqaGroups, find_file, load_json, qa_pair,
-                                      require_keys)
+from medvl.data.formats._base import (FormatResult, LayoutSource, StrPath, VqaGroups, find_file, load_json, qa_pair,
+                                      release_folder, require_keys, vqa_entries)
 
-__all__ = ["read_slake"]
+__all__ = ["SLAKE", "read_slake"]
 
 _FILES = (("train.json", "train"), ("validate.json", "val"), ("test.json", "test"))
 
 
-def read_slake(
-    root: str | os.PathLike[str],
-    *,
-    lang: Literal["en", "zh", "all"] = "en",
-    on_error: OnError = "raise",
-    check_files: bool = True,
-) -> FormatResult:
-    """Read SLAKE.
+def _question(entry: Any) -> tuple[str, str, dict[str, str], dict[str, str]]:
+    """``(image, image id, pair, image fields)`` of one entry; ValueError when it is malformed."""
+    require_keys(entry, ("img_name", "question", "answer", "q_lang"))
+    qa = qa_pair(entry["question"], entry["answer"], entry.get("answer_type"))
+    image = str(entry["img_name"]).strip()
+    if not image:
+        raise ValueError("empty img_name")
+    qa.update(qid=str(entry.get("qid", "")), lang=str(entry["q_lang"]).strip().lower(),
+              content_type=str(entry.get("content_type", "")))
+    folder = PurePosixPath(image).parent  # "xmlab0" of "xmlab0/source.jpg"
+    image_id = str(folder) if folder.name else PurePosixPath(image).stem
+    return image, image_id, qa, {key: str(entry.get(key, "")) for key in ("modality", "location")}
+
+
+@dataclass(eq=False, kw_only=True)
+class SLAKE(LayoutSource):
+    """SLAKE questions: one record per (split, image), no labels; ``dropped`` counts questions.
+
+    Records carry the image's ``modality`` and ``location`` and ``vqa`` pairs with their
+    ``qid``, ``lang`` and ``content_type``.
 
     Args:
         root: ``Slake1.0/`` or the folder holding it.
         lang: Keep English (``en``), Chinese (``zh``) or ``all`` questions; the
             others are counted as ``"language <q_lang>"``.
-        on_error: ``raise`` or ``skip`` malformed entries.
-        check_files: Drop the questions of missing images.
 
     Raises:
-        MissingFileError: A split file or ``imgs/`` is absent.
-        ManifestError: Malformed JSON or entry, with ``on_error="raise"``.
+        MissingFileError: On reading: a split file or ``imgs/`` is absent.
+        ManifestError: On reading: malformed JSON or entry, with ``on_error="raise"``.
     """
-    if lang not in ("en", "zh", "all"):
-        raise ValueError(f"lang must be 'en', 'zh' or 'all', got {lang!r}")
-    root = Path(root)
-    data = root / "Slake1.0" if (root / "Slake1.0").is_dir() else root
-    images = find_file("SLAKE image folder", [data / "imgs"], dirs=True)
-    col = Collector(images, on_error=on_error, check_files=check_files)
-    groups = VqaGroups()
-    for name, split in _FILES:
-        path = find_file(f"SLAKE {split} questions", [data / name])
-        entries = load_json(path)
-        if not isinstance(entries, list):
-            raise ManifestError(f"{path}: expected a JSON list of questions")
-        for i, e in enumerate(entries):
-            where = f"{path}: entry {i}"
-            try:
-                require_keys(e, ("img_name", "question", "answer", "q_lang"))
-                qa = qa_pair(e["question"], e["answer"], e.get("answer_type"))
-                image = str(e["img_name"]).strip()
-                if not image:
-                    raise ValueError("empty img_name")
-            except ValueError as err:
-                col.bad(where, str(err))
-                continue
-            q_lang = str(e["q_lang"]).strip().lower()
-            if lang != "all" and q_lang != lang:
-                col.drop(f"language {q_lang}")
-                continue
-            qa.update(qid=str(e.get("qid", "")), lang=q_lang, content_type=str(e.get("content_type", "")))
-            folder = PurePosixPath(image).parent  # "xmlab0" of "xmlab0/source.jpg"
-            image_id = str(folder) if folder.name else PurePosixPath(image).stem
-            groups.add(split, image, image_id, qa, where,
-                       modality=str(e.get("modality", "")), location=str(e.get("location", "")))
-    groups.flush(col)
-    return col.result("questions")
+
+    default_label_names = ()
+
+    lang: Literal["en", "zh", "all"] = "en"
+
+    def _read(self) -> FormatResult:
+        lang = self.lang
+        if lang not in ("en", "zh", "all"):
+            raise ValueError(f"lang must be 'en', 'zh' or 'all', got {lang!r}")
+        data = release_folder(Path(self.root), "Slake1.0")
+        col, groups = self._collector(find_file("SLAKE image folder", [data / "imgs"], dirs=True)), VqaGroups()
+        for name, split in _FILES:
+            path = find_file(f"SLAKE {split} questions", [data / name])
+            for where, (image, image_id, qa, fields) in vqa_entries(path, load_json(path), col, _question):
+                if lang != "all" and qa["lang"] != lang:
+                    col.drop(f"language {qa['lang']}")
+                else:
+                    groups.add(split, image, image_id, qa, where, **fields)
+        groups.flush(col)
+        return col.result("questions")
+
+
+def read_slake(root: StrPath, **options: Any) -> FormatResult:
+    """Read SLAKE: ``SLAKE(root, **options).result()``, with its options and errors."""
+    return SLAKE(root, **options).result()

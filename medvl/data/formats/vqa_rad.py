@@ -12,65 +12,63 @@ one record per split (see :class:`~medvl.data.formats.VqaGroups`).
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from medvl.data.dataset import ManifestError
-from medvl.data.formats._base import (Collector, FormatResult, OnError, VqaGroups, find_file, load_json, qa_pair,
-                                      require_keys)
+from medvl.data.formats._base import (FormatResult, LayoutSource, StrPath, VqaGroups, find_file, load_json, qa_pair,
+                                      require_keys, vqa_entries)
 
-__all__ = ["read_vqa_rad", "VQA_RAD_JSON", "VQA_RAD_IMAGES"]
+__all__ = ["VQARAD", "read_vqa_rad", "VQA_RAD_JSON", "VQA_RAD_IMAGES"]
 
 VQA_RAD_JSON = "VQA_RAD Dataset Public.json"
 VQA_RAD_IMAGES = "VQA_RAD Image Folder"
+_PHRASE_TYPES = ("freeform", "para", "test_freeform", "test_para")
 
 
-def read_vqa_rad(
-    root: str | os.PathLike[str],
-    *,
-    on_error: OnError = "raise",
-    check_files: bool = True,
-) -> FormatResult:
-    """Read VQA-RAD.
+def _question(entry: Any) -> tuple[str, str, dict[str, str], str]:
+    """``(split, image name, pair, organ)`` of one entry; ValueError when it is malformed."""
+    require_keys(entry, ("image_name", "question", "answer", "answer_type", "phrase_type"))
+    qa = qa_pair(entry["question"], entry["answer"], entry["answer_type"])
+    phrase = str(entry["phrase_type"]).strip().lower()
+    if phrase not in _PHRASE_TYPES:
+        raise ValueError(f"unknown phrase_type {entry['phrase_type']!r}")
+    image = str(entry["image_name"]).strip()
+    if not image:
+        raise ValueError("empty image_name")
+    qa.update(qid=str(entry.get("qid", "")), question_type=str(entry.get("question_type", "")))
+    split = "test" if phrase.startswith("test") else "train"
+    return split, image, qa, str(entry.get("image_organ", "")).strip()
+
+
+@dataclass(eq=False, kw_only=True)
+class VQARAD(LayoutSource):
+    """VQA-RAD questions: one record per (split, image), no labels; ``dropped`` counts questions.
+
+    Records carry the image's ``organ`` and ``vqa`` pairs with their ``qid`` and ``question_type``.
 
     Args:
         root: Folder holding ``VQA_RAD Dataset Public.json`` and ``VQA_RAD Image Folder/``.
-        on_error: ``raise`` or ``skip`` malformed entries.
-        check_files: Drop the questions of missing images.
-
-    Returns:
-        Image-level records with ``vqa`` lists (``qid`` and ``question_type`` kept per
-        pair) and ``organ``; ``dropped`` counts questions.
 
     Raises:
-        MissingFileError: The JSON file or the image folder is absent.
-        ManifestError: Malformed JSON or entry, with ``on_error="raise"``.
+        MissingFileError: On reading: the JSON file or the image folder is absent.
+        ManifestError: On reading: malformed JSON or entry, with ``on_error="raise"``.
     """
-    root = Path(root)
-    path = find_file("VQA-RAD questions", [root / VQA_RAD_JSON])
-    images = find_file("VQA-RAD image folder", [root / VQA_RAD_IMAGES], dirs=True)
-    entries = load_json(path)
-    col = Collector(images, on_error=on_error, check_files=check_files)
-    if not isinstance(entries, list):
-        raise ManifestError(f"{path}: expected a JSON list of questions")
-    groups = VqaGroups()
-    for i, e in enumerate(entries):
-        where = f"{path}: entry {i}"
-        try:
-            require_keys(e, ("image_name", "question", "answer", "answer_type", "phrase_type"))
-            qa = qa_pair(e["question"], e["answer"], e["answer_type"])
-            phrase = str(e["phrase_type"]).strip().lower()
-            if phrase not in ("freeform", "para", "test_freeform", "test_para"):
-                raise ValueError(f"unknown phrase_type {e['phrase_type']!r}")
-            image = str(e["image_name"]).strip()
-            if not image:
-                raise ValueError("empty image_name")
-        except ValueError as err:
-            col.bad(where, str(err))
-            continue
-        qa.update(qid=str(e.get("qid", "")), question_type=str(e.get("question_type", "")))
-        split = "test" if phrase.startswith("test") else "train"
-        groups.add(split, image, str(PurePosixPath(image).with_suffix("")), qa, where,
-                   organ=str(e.get("image_organ", "")).strip())
-    groups.flush(col)
-    return col.result("questions")
+
+    default_label_names = ()
+
+    def _read(self) -> FormatResult:
+        root = Path(self.root)
+        path = find_file("VQA-RAD questions", [root / VQA_RAD_JSON])
+        images = find_file("VQA-RAD image folder", [root / VQA_RAD_IMAGES], dirs=True)
+        entries = load_json(path)
+        col, groups = self._collector(images), VqaGroups()
+        for where, (split, image, qa, organ) in vqa_entries(path, entries, col, _question):
+            groups.add(split, image, str(PurePosixPath(image).with_suffix("")), qa, where, organ=organ)
+        groups.flush(col)
+        return col.result("questions")
+
+
+def read_vqa_rad(root: StrPath, **options: Any) -> FormatResult:
+    """Read VQA-RAD: ``VQARAD(root, **options).result()``, with its options and errors."""
+    return VQARAD(root, **options).result()
