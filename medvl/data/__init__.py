@@ -37,10 +37,12 @@ if TYPE_CHECKING:
         read_vqa_rad,
     )
     from medvl.data.monai_reader import MedvlDicomReader
+    from medvl.data.pipeline import ImagePipeline
     from medvl.data.transforms import (
         AlbumentationsD,
         LoadMedicalImage,
         LoadMedicalImaged,
+        NormalizeImaged,
         ResizeLongestPad,
         ResizeLongestPadd,
         build_image_transforms,
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     )
 
 _LAZY: dict[str, str] = {
+    "ImagePipeline": "medvl.data.pipeline",
+    "NormalizeImaged": "medvl.data.transforms",
     "AlbumentationsD": "medvl.data.transforms",
     "LoadMedicalImage": "medvl.data.transforms",
     "LoadMedicalImaged": "medvl.data.transforms",

@@ -128,10 +128,10 @@ class ImageReportDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def load_image(self, index: int) -> np.ndarray | torch.Tensor:
+    def load_image(self, index: int) -> np.ndarray:
         """The pipeline prefix of item ``index``: ``(C, S, S)`` float32 in [0, 1]; raises DicomReadError."""
         if self._preloaded is not None:
-            return self._preloaded[index].float()
+            return self._preloaded[index].float().numpy()  # numpy: MONAI would wrap a tensor in a MetaTensor
         rec = self.records[index]
         if self.cache is not None:
             return self.cache.image(rec)

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose, ScaleIntensityRanged
+from monai.transforms import Compose
 
 from medvl._preprocess import check_normalization, preprocessing_config
 from medvl.data.dicom import resolve_window
 from medvl.data.transforms import (
     AlbumentationsD,
+    ClipIntensityd,
     LoadMedicalImaged,
     NormalizeImaged,
     ResizeLongestPadd,
@@ -83,7 +84,7 @@ class ImagePipeline:
             steps += [
                 AlbumentationsD(keys=key, transform=augmentation or default_train_augmentation(self.img_size)),
                 # Brightness and noise can leave [0, 1]; clip back.
-                ScaleIntensityRanged(keys=key, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True),
+                ClipIntensityd(keys=key, low=0.0, high=1.0),
             ]
         self.augmentation = Compose(steps) if steps else None
         self.normalization = Compose([NormalizeImaged(keys=key, mean=self.mean, std=self.std)])

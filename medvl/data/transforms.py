@@ -37,6 +37,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __all__ = [
     "AlbumentationsD",
+    "ClipIntensityd",
     "LoadMedicalImage",
     "LoadMedicalImaged",
     "NormalizeImaged",
@@ -183,6 +184,30 @@ class ResizeLongestPadd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.resizer(d[key])
+        return d
+
+
+class ClipIntensityd(MapTransform):
+    """Clip values into ``[low, high]`` (numpy or tensor, kind kept; no MONAI ``MetaTensor``).
+
+    Args:
+        keys: Keys holding images.
+        low: Lower bound.
+        high: Upper bound.
+        allow_missing_keys: Skip keys absent from the sample.
+    """
+
+    def __init__(self, keys: KeysCollection, low: float = 0.0, high: float = 1.0,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Clip every key of ``data``; return a new dict."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            d[key] = x.clamp(self.low, self.high) if isinstance(x, torch.Tensor) else np.clip(x, self.low, self.high)
         return d
 
 
