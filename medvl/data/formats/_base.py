@@ -191,7 +191,7 @@ class RecordSource:
         """The records and what was left out (:class:`FormatResult`), read on first use."""
         if self._result is None:
             self._result = self._read()
-            log.info("%s: %s", type(self).__name__, self._result.summary())
+            log.debug("%s: %s", type(self).__name__, self._result.summary())
         return self._result
 
     def records(self) -> list[dict[str, Any]]:
