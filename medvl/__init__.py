@@ -11,6 +11,8 @@ from medvl.kernels import set_fused
 
 # The networks (plain torch modules), imported on first use.
 _LAZY = {
+    "FusionVQA": "medvl.networks",
+    "GenerativeVQA": "medvl.networks",
     "ImageClassifier": "medvl.networks",
     "ImageTextModel": "medvl.networks",
     "ReportGenerator": "medvl.networks",

@@ -163,6 +163,35 @@ def _best_checkpoint(cli, subcommand: str) -> None:
     log.warning("--ckpt_path best -> %s", found[-1])
 
 
+def _given_model_args(config) -> dict[str, object]:
+    """The model arguments set to something else than their default (by a YAML file or a flag).
+
+    Lightning applies a ``--ckpt_path`` checkpoint's hyper-parameters over the whole model
+    config; medvl then puts these back, so what the user sets wins (e.g. an evaluation
+    option such as the decoding) and the checkpoint fills in the rest. Data-linked
+    arguments are left to :func:`_linked_model_args`.
+    """
+    import importlib
+    import inspect
+
+    model = config.get("model")
+    path = model.get("class_path") if model is not None else None
+    init = model.get("init_args") if model is not None else None
+    if not path or init is None:
+        return {}
+    module, _, name = str(path).rpartition(".")
+    try:
+        params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return {}
+    given = {}
+    for key, value in dict(vars(init)).items():
+        p = params.get(key)
+        if p is not None and key not in DATA_LINKS and p.default is not inspect.Parameter.empty and value != p.default:
+            given[key] = value
+    return given
+
+
 def _lightning_cli(args: list[str] | None, run: bool = True):
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
@@ -179,6 +208,17 @@ def _lightning_cli(args: list[str] | None, run: bool = True):
         def add_arguments_to_parser(self, parser) -> None:
             for name in DATA_LINKS:
                 parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+        def _parse_ckpt_path(self) -> None:
+            sub = self.config.get("subcommand")
+            given = _given_model_args(self.config[sub]) if sub and self.config[sub].get("ckpt_path") else {}
+            super()._parse_ckpt_path()
+            init = self.config[sub]["model"].get("init_args") if given else None
+            for key, value in given.items():
+                if init is not None and init.get(key) != value:
+                    log.warning("--ckpt_path: model.%s = %r as configured (the checkpoint has %r)", key, value,
+                                init.get(key))
+                    init[key] = value
 
         def before_instantiate_classes(self) -> None:
             _run_dirs(self, self.subcommand)

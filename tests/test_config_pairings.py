@@ -4,7 +4,9 @@ Each public layout gets a tiny fixture in its official layout; each pairing is i
 by ``medvl``'s LightningCLI exactly as ``medvl fit --model M --data D`` would, and the
 model's label names, image size, channels and normalisation must be the data module's.
 Pairings that cannot work (a classifier on caption-only data) must fail at start-up with
-an error that says why, never train on the wrong columns.
+an error that says why, never train on the wrong columns. A task only meets the data
+modules of its kind (:func:`takes`): VQA tasks the question-level ``VQADataModule``, the
+others the image-text data modules.
 """
 
 from __future__ import annotations
@@ -12,24 +14,51 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medvl.cli import _lightning_cli
-from tests.data.formats.fixtures import make_chexpert, make_iu, make_mimic, make_pmc_oa, make_roco
+from tests.data.formats.fixtures import (make_chexpert, make_iu, make_mimic, make_pathvqa, make_pmc_oa, make_roco,
+                                         make_slake, make_vqa_rad)
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.stem for p in (REPO / "models").glob("*.yaml"))
 DATAMODULES = sorted(p.stem for p in (REPO / "datamodules").glob("*.yaml"))
 PUBLIC = {"mimic_cxr": make_mimic, "chexpert": make_chexpert, "iu_xray": make_iu, "roco": make_roco,
-          "pmc_oa": make_pmc_oa}
+          "pmc_oa": make_pmc_oa, "vqa_rad": make_vqa_rad, "slake": make_slake, "pathvqa": make_pathvqa}
 NEEDS_LABELS = {"classifier_probe", "classifier_finetune"}
 SIZE = 32
+SYNTH = (24, 5)
+
+VQA_DATA_CLASSES = {"VQADataModule"}
+"""Data module classes whose samples are questions (``question``, ``answer``, ...), not image-report pairs."""
+
+
+def _class_name(group: str, name: str) -> str:
+    return yaml.safe_load((REPO / group / f"{name}.yaml").read_text())["class_path"].rsplit(".", 1)[-1]
+
+
+def takes(model: str, data: str) -> bool:
+    """Whether the task of ``models/<model>.yaml`` takes ``datamodules/<data>.yaml``.
+
+    A model class whose name says VQA (``...VQA...``, ``...QuestionAnswering``) takes the
+    VQA data modules and only those; every other task takes every other data module.
+    """
+    model_class = _class_name("models", model)
+    vqa_model = "VQA" in model_class or "QuestionAnswering" in model_class
+    return vqa_model == (_class_name("datamodules", data) in VQA_DATA_CLASSES)
+
+
+PAIRS = [(model, data) for model in MODELS for data in DATAMODULES if takes(model, data)]
 
 
 @pytest.fixture(scope="module")
 def data_args(make_synthetic, tmp_path_factory) -> dict[str, list[str]]:
-    synth = make_synthetic(24, 5)
+    synth = make_synthetic(*SYNTH)
     args = {"synthetic_cxr": ["--data.init_args.root", str(synth)],
-            "manifest": ["--data.init_args.manifest", str(synth / "manifest.jsonl")]}
+            "manifest": ["--data.init_args.manifest", str(synth / "manifest.jsonl")],
+            "synthetic_vqa": ["--data.init_args.source.init_args.root", str(synth),
+                              "--data.init_args.source.init_args.n", str(SYNTH[0]),
+                              "--data.init_args.source.init_args.seed", str(SYNTH[1])]}
     for name, make in PUBLIC.items():
         root = make(tmp_path_factory.mktemp(name))
         args[name] = ["--data.init_args.source.init_args.root", str(root), "--data.init_args.cache_dir", "null"]
@@ -50,7 +79,7 @@ def model_args(tmp_path_factory) -> dict[str, list[str]]:
     pretrained = ["--model.init_args.pretrained", str(export)]
     args = {name: [] for name in MODELS}
     for name in MODELS:
-        if name.startswith(("classifier_", "report_")):
+        if name.startswith(("classifier_", "report_", "vqa_")):
             args[name] += pretrained
     args["report_prefix_lm"] += ["--model.init_args.lm_path", str(lm)]
     return args
@@ -63,8 +92,14 @@ def _cli(model: str, data: str, model_args, data_args, tmp_path):
     return _lightning_cli(args, run=False)
 
 
-@pytest.mark.parametrize("data", DATAMODULES)
-@pytest.mark.parametrize("model", MODELS)
+def test_every_data_yaml_has_test_arguments_and_a_kind(data_args):
+    assert set(data_args) == set(DATAMODULES)
+    assert {d for d in DATAMODULES if _class_name("datamodules", d) in VQA_DATA_CLASSES} == {
+        "vqa_rad", "slake", "pathvqa", "synthetic_vqa"}
+    assert not takes("clip_vitc_nano", "vqa_rad") and takes("clip_vitc_nano", "synthetic_cxr")
+
+
+@pytest.mark.parametrize(("model", "data"), PAIRS)
 def test_the_model_is_told_what_the_data_is(model, data, model_args, data_args, tmp_path):
     if model in NEEDS_LABELS and data in ("iu_xray", "roco", "pmc_oa"):
         with pytest.raises((ValueError, SystemExit), match="label"):

@@ -33,6 +33,11 @@ LOWER = [
     "medvl.losses.classification",
     "medvl.encoders.source",
     "medvl.networks",
+    "medvl.networks.vqa",
+    "medvl.heads.vqa",
+    "medvl.losses.vqa",
+    "medvl.metrics.vqa",
+    "medvl.data.vqa",
     "medvl.networks.classifier",
     "medvl.optim",
 ]

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         build_image_transforms,
         default_train_augmentation,
     )
+    from medvl.data.vqa import VQADataset, answer_vocabulary, closed_candidates
 
 _LAZY: dict[str, str] = {
     "ImagePipeline": "medvl.data.pipeline",
@@ -70,6 +71,9 @@ _LAZY: dict[str, str] = {
     "read_slake": "medvl.data.formats",
     "read_table": "medvl.data.formats",
     "read_vqa_rad": "medvl.data.formats",
+    "VQADataset": "medvl.data.vqa",
+    "answer_vocabulary": "medvl.data.vqa",
+    "closed_candidates": "medvl.data.vqa",
 }
 
 __all__ = [

@@ -180,9 +180,12 @@ class Collate:
     """Batch samples: stack tensors, keep strings as lists, drop skipped samples and count them.
 
     Args:
-        tokenizers: ``{text field: tokenizer}``; each tokenizer maps a list of strings to
-            ``{"input_ids": (B, T), "attention_mask": (B, T)}``, stored as
-            ``batch[f"{field}_tokens"]``. Picklable, as it runs in loader workers.
+        tokenizers: ``{name: tokenizer}``; each tokenizer maps a list of strings to
+            ``{"input_ids": (B, T), "attention_mask": (B, T), ...}``, stored as
+            ``batch[f"{name}_tokens"]``. It reads the text field ``name``, or, when it
+            has a ``fields`` attribute (a tuple of field names), is called with one
+            list per field (e.g. a question and its answer). Picklable, as it runs in
+            loader workers.
     """
 
     def __init__(self, tokenizers: Mapping[str, Callable[[list[str]], dict[str, torch.Tensor]]] | None = None) -> None:
@@ -199,10 +202,12 @@ class Collate:
         for key in good[0]:
             vals = [s[key] for s in good]
             batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
-        for field, tokenize in self.tokenizers.items():
-            if field not in batch:
-                raise KeyError(f"cannot tokenise {field!r}: the samples have {sorted(good[0])}")
-            batch[f"{field}_tokens"] = dict(tokenize(list(batch[field])))
+        for name, tokenize in self.tokenizers.items():
+            wanted = tuple(getattr(tokenize, "fields", (name,)))
+            missing = [f for f in wanted if f not in batch]
+            if missing:
+                raise KeyError(f"cannot tokenise {missing}: the samples have {sorted(good[0])}")
+            batch[f"{name}_tokens"] = dict(tokenize(*(list(batch[f]) for f in wanted)))
         return batch
 
 

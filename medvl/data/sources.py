@@ -21,8 +21,10 @@ where their options are documented, and are re-exported here; :class:`Manifest` 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from medvl.data.formats import (
     MIMICCXR,
@@ -71,7 +73,10 @@ class Synthetic(Manifest):
     """The embedded default: phantom chest radiographs as DICOM, generated on first use.
 
     Args:
-        root: Dataset folder; generated there when ``manifest.jsonl`` is absent.
+        root: Dataset folder; generated there when ``manifest.jsonl`` is absent, and
+            regenerated (with a warning) when its ``dataset.json`` records no or another
+            :data:`medvl.data.synth.GENERATOR_VERSION`, so an old folder does not keep
+            old questions or labels.
         n: Studies to generate.
         seed: Generator seed; the same seed gives byte-identical files.
     """
@@ -82,9 +87,23 @@ class Synthetic(Manifest):
         super().__init__(str(Path(root) / "manifest.jsonl"))
         self.root, self.n, self.seed = Path(root), n, seed
 
-    def prepare(self) -> None:
-        if not (self.root / "manifest.jsonl").is_file():
-            from medvl.data.synth import generate_dataset
+    def _recorded_version(self) -> Any:
+        """The generator version in the folder's ``dataset.json``; ``None`` if it has none."""
+        try:
+            summary = json.loads((self.root / "dataset.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return summary.get("version") if isinstance(summary, dict) else None
 
+    def prepare(self) -> None:
+        from medvl.data.synth import GENERATOR_VERSION, generate_dataset
+
+        if not (self.root / "manifest.jsonl").is_file():
             log.warning("generating %d synthetic studies in %s (seed %d)", self.n, self.root, self.seed)
-            generate_dataset(self.root, n=self.n, seed=self.seed)
+        elif (found := self._recorded_version()) != GENERATOR_VERSION:
+            log.warning("regenerating %d synthetic studies in %s (seed %d): its dataset.json records generator "
+                        "version %s, this is version %s", self.n, self.root, self.seed,
+                        "none" if found is None else repr(found), GENERATOR_VERSION)
+        else:
+            return
+        generate_dataset(self.root, n=self.n, seed=self.seed)

@@ -151,6 +151,14 @@ class ImageTextDataModule(L.LightningDataModule):
                                   num_workers=self.cache_workers)
             log.warning("cache: %s", summary)
 
+    def _new_dataset(self, records: list[dict[str, Any]], root: Any, **kwargs: Any) -> ImageReportDataset:
+        """The dataset of one split's records (a hook: :class:`~medvl.datamodules.VQADataModule` serves questions)."""
+        return ImageReportDataset(records, root, **kwargs)
+
+    def _cached_rows(self, split: str) -> list[dict[str, Any]]:
+        """The finished cache's rows of ``split`` (a hook for data modules that assign splits themselves)."""
+        return read_cache_manifest(self.cache_dir, split=split)
+
     def _dataset(self, split: str) -> ImageReportDataset:
         if split in self.datasets:
             return self.datasets[split]
@@ -161,11 +169,10 @@ class ImageTextDataModule(L.LightningDataModule):
             if not is_complete(self.cache_dir, self.cache_spec()):
                 raise CacheMismatchError(f"{self.cache_dir}: no finished cache with {self.cache_spec()}; "
                                          "call prepare_data() or run `medvl prepare` first")
-            cached = read_cache_manifest(self.cache_dir, split=split)
-            ds = ImageReportDataset(cached, cache=CacheReader(self.cache_dir), **common)
+            ds = self._new_dataset(self._cached_rows(split), None, cache=CacheReader(self.cache_dir), **common)
         else:
-            ds = ImageReportDataset(rows, self.source.image_root(), preload=self.preload, **common)
-        dropped = len(rows) - len(ds)
+            ds = self._new_dataset(rows, self.source.image_root(), preload=self.preload, **common)
+        dropped = len(rows) - len(ds.records)  # records, also where an item is less (a question)
         log.info("%s split: %d studies found, %d dropped as unreadable", split, len(rows), dropped)
         if dropped:
             log.warning("%s: %d studies, %d dropped as unreadable", split, len(rows), dropped)

@@ -114,18 +114,27 @@ class TextTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"positional_embedding", "token_embedding.weight"}
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode token ids (B, L) to pooled features (B, width)."""
+    def forward_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token features ``(B, L', width)`` and their mask ``(B, L')``.
+
+        ``L'`` is the longest real sequence of the batch: trailing padding is trimmed,
+        as it only costs attention FLOPs.
+        """
         if attention_mask is None:
             attention_mask = (input_ids != 0).long()
-        # Trim to the longest sequence in the batch: padding costs attention FLOPs.
         length = int(attention_mask.sum(1).max())
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         x = self.token_embedding(input_ids) + self.positional_embedding[:length]  # (B, L, D)
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L) True = attend
         for blk in self.blocks:
             x = blk(x, attn_mask=keep)
-        x = self.ln_final(x)
+        return self.ln_final(x), attention_mask
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode token ids (B, L) to pooled features (B, width)."""
+        x, attention_mask = self.forward_tokens(input_ids, attention_mask)
         if self.config.pool == "eot":
             eot = attention_mask.sum(1) - 1  # index of the end-of-text token per row
             return x[torch.arange(x.shape[0], device=x.device), eot]  # (B, D)
@@ -204,10 +213,16 @@ class HFTextEncoder(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return set()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token last hidden states ``(B, L, width)`` and their mask ``(B, L)``."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        hidden, attention_mask = self.forward_tokens(input_ids, attention_mask)  # (B, L, D)
         m = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 

@@ -40,12 +40,22 @@ def _block_ngrams(logp: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor
     return logp
 
 
+def _start(batch_size: int, bos_id: int, device, prefix: torch.Tensor | None) -> torch.Tensor:
+    """The ids decoding starts from: ``<bos>`` per row, or the given ``(B, T0)`` prefix."""
+    if prefix is None:
+        return torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
+    if prefix.ndim != 2 or prefix.shape[0] != batch_size or prefix.shape[1] == 0:
+        raise ValueError(f"prefix must be ({batch_size}, T0 > 0) ids, got {tuple(prefix.shape)}")
+    return prefix.to(device=device, dtype=torch.long)
+
+
 def _extend(step: Step, batch_size: int, bos_id: int, eos_id: int, max_length: int, device,
-            pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+            pick: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], prefix: torch.Tensor | None = None
+            ) -> torch.Tensor:
     """Grow ``(B, T)`` ids one token at a time, ``pick(logits, ids) -> (B,)``, until all end."""
-    ids = torch.full((batch_size, 1), bos_id, dtype=torch.long, device=device)
+    ids = _start(batch_size, bos_id, device, prefix)
     done = torch.zeros(batch_size, dtype=torch.bool, device=device)
-    for _ in range(max_length - 1):
+    for _ in range(max_length - ids.shape[1]):
         nxt = pick(step(ids), ids).masked_fill(done, eos_id)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         done |= nxt == eos_id
@@ -56,19 +66,27 @@ def _extend(step: Step, batch_size: int, bos_id: int, eos_id: int, max_length: i
 
 @torch.no_grad()
 def greedy(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length: int, device=None,
-           no_repeat_ngram_size: int = 0) -> torch.Tensor:
-    """Pick the most likely token at every step. Returns ``(B, T)`` ids starting with ``<bos>``."""
+           no_repeat_ngram_size: int = 0, prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Pick the most likely token at every step.
+
+    Returns ``(B, T)`` ids starting with ``<bos>``, or with ``prefix`` (``(B, T0)`` ids the
+    decoding continues, e.g. a question; ``max_length`` counts it).
+    """
 
     def pick(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return _block_ngrams(F.log_softmax(logits.float(), dim=-1), ids, no_repeat_ngram_size).argmax(-1)
 
-    return _extend(step, batch_size, bos_id, eos_id, max_length, device, pick)
+    return _extend(step, batch_size, bos_id, eos_id, max_length, device, pick, prefix)
 
 
 @torch.no_grad()
 def sample(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length: int, device=None,
-           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Ancestral sampling with temperature, top-k and nucleus (top-p, Holtzman et al. 2020) filtering."""
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
+           prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Ancestral sampling with temperature, top-k and nucleus (top-p, Holtzman et al. 2020) filtering.
+
+    ``prefix``: ``(B, T0)`` ids to continue instead of ``<bos>`` (as :func:`greedy`).
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
@@ -85,24 +103,30 @@ def sample(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length:
         probs = logits.softmax(-1)
         return torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)[:, 0]
 
-    return _extend(step, batch_size, bos_id, eos_id, max_length, device, pick)
+    return _extend(step, batch_size, bos_id, eos_id, max_length, device, pick, prefix)
 
 
 @torch.no_grad()
 def beam_search(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_length: int, device=None,
-                num_beams: int = 3, length_penalty: float = 1.0, no_repeat_ngram_size: int = 0) -> torch.Tensor:
+                num_beams: int = 3, length_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                prefix: torch.Tensor | None = None) -> torch.Tensor:
     """Beam search; ``step`` sees ``(B * num_beams, T)`` ids, beams of one sample contiguous.
+
+    ``prefix``: ``(B, T0)`` ids to continue instead of ``<bos>`` (as :func:`greedy`);
+    length normalisation counts only the generated tokens.
 
     Returns:
         The best finished hypothesis per sample, ``(B, T)``, right-padded with ``<eos>``.
     """
     K = num_beams
-    ids = torch.full((batch_size * K, 1), bos_id, dtype=torch.long, device=device)
+    ids = _start(batch_size, bos_id, device, prefix).repeat_interleave(K, dim=0)  # (B*K, T0)
+    start = ids.shape[1]
+    steps = max_length - start
     # Only the first beam of each sample is live at the start (the others are copies).
     scores = torch.full((batch_size, K), float("-inf"), device=device)
     scores[:, 0] = 0.0
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch_size)]
-    for t in range(1, max_length):
+    for t in range(1, steps + 1):
         logp = F.log_softmax(step(ids).float(), dim=-1)  # (B*K, V)
         logp = _block_ngrams(logp, ids, no_repeat_ngram_size)
         V = logp.shape[-1]
@@ -116,8 +140,8 @@ def beam_search(step: Step, batch_size: int, *, bos_id: int, eos_id: int, max_le
                     break
                 beam, tok = divmod(f, V)
                 seq = ids[b * K + beam].tolist() + [tok]
-                if tok == eos_id or t == max_length - 1:
-                    finished[b].append((s / (len(seq) - 1) ** length_penalty, seq))
+                if tok == eos_id or t == steps:
+                    finished[b].append((s / (len(seq) - start) ** length_penalty, seq))
                 else:
                     row_ids.append(seq)
                     row_scores.append(s)

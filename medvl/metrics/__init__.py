@@ -34,6 +34,9 @@ _LAZY: dict[str, str] = {
     "clinical_efficacy": "medvl.metrics.clinical",
     "bootstrap_ci": "medvl.metrics.bootstrap",
     "evaluate_report_files": "medvl.metrics.report_eval",
+    "normalize_answer": "medvl.metrics.vqa",
+    "is_closed": "medvl.metrics.vqa",
+    "vqa_scores": "medvl.metrics.vqa",
 }
 __all__ += list(_LAZY)
 

@@ -27,19 +27,15 @@ import torch
 
 from medvl.data.labels import CHEXPERT_LABELS
 from medvl.data.vocab import WordTokenizer
-from medvl.encoders import create_encoder
-from medvl.encoders.source import read_encoder_source
 from medvl.losses import CaptioningLoss
 from medvl.models._compile import compile_in_place
+from medvl.models._encoder import read_pretrained_encoder
 from medvl.networks import ReportGenerator
 from medvl.optim import param_groups, warmup_cosine
 
 __all__ = ["ReportGeneration"]
 
 log = logging.getLogger(__name__)
-
-# What an image is when neither the data module nor a pretrained source says.
-_DATA_DEFAULTS = {"img_size": 224, "in_chans": 1, "image_mean": 0.5, "image_std": 0.25}
 
 
 class ReportGeneration(L.LightningModule):
@@ -141,11 +137,8 @@ class ReportGeneration(L.LightningModule):
         if unknown:
             raise ValueError(f"ce_observations: unknown {unknown}; known: {list(CHEXPERT_LABELS)}")
         self.save_hyperparameters()
-        encoder = self._read_pretrained() if pretrained is not None else None
+        encoder = read_pretrained_encoder(self.hparams, "ReportGeneration")
         hp = self.hparams
-        for key, default in _DATA_DEFAULTS.items():  # resolved values travel in the checkpoint
-            if hp[key] is None:
-                hp[key] = default
         hp.label_names = None if label_names is None else list(label_names)
         self.model = ReportGenerator(
             vision_encoder=hp.vision_encoder, img_size=hp.img_size, in_chans=hp.in_chans,
@@ -159,34 +152,6 @@ class ReportGeneration(L.LightningModule):
         self._predictions: list[dict[str, str]] = []
 
     # -- construction -----------------------------------------------------------------
-
-    def _read_pretrained(self) -> torch.nn.Module | None:
-        """The ``pretrained`` encoder, its settings resolved into the hyper-parameters.
-
-        Data settings given here must agree with the ones the source records; those not
-        given are taken from it.
-        """
-        hp = self.hparams
-        if not Path(hp.pretrained).exists():
-            # Reloading our own checkpoint elsewhere: the resolved settings are in the hyper-parameters.
-            log.warning("%s not found; building %s from the hyper-parameters", hp.pretrained, hp.vision_encoder)
-            return None
-        src = read_encoder_source(hp.pretrained)
-        src.check_preprocessing(img_size=hp.img_size, in_chans=hp.in_chans, mean=hp.image_mean, std=hp.image_std,
-                                window=hp.window, where=f"ReportGeneration(pretrained={hp.pretrained!r})")
-        pre = src.preprocessing
-        kwargs = {k: v for k, v in src.encoder_kwargs.items() if k not in ("img_size", "in_chans")}
-        given = dict(hp.vision_kwargs or {})
-        recorded = {"img_size": pre.get("img_size"), "in_chans": pre.get("in_chans"), "image_mean": pre.get("mean"),
-                    "image_std": pre.get("std"), "window": pre.get("window")}
-        hp.update({k: v for k, v in recorded.items() if hp[k] is None})
-        hp.update(vision_encoder=src.architecture, vision_kwargs={**kwargs, **given})
-        encoder = src.encoder
-        if any(kwargs.get(k, object()) != v for k, v in given.items()):  # overrides such as drop_path_rate
-            encoder = create_encoder(src.architecture, **{**src.encoder_kwargs, **given})
-            encoder.load_state_dict(src.encoder.state_dict())
-        log.info("encoder %s from %s (%s)", src.architecture, hp.pretrained, src.origin)
-        return encoder
 
     def setup(self, stage: str) -> None:
         if self.model.decoder is not None:

@@ -8,5 +8,6 @@ the loss, optimiser, logging and metrics.
 from medvl.networks.classifier import ImageClassifier
 from medvl.networks.image_text import ImageTextModel
 from medvl.networks.report import ReportGenerator
+from medvl.networks.vqa import FusionVQA, GenerativeVQA
 
-__all__ = ["ImageClassifier", "ImageTextModel", "ReportGenerator"]
+__all__ = ["FusionVQA", "GenerativeVQA", "ImageClassifier", "ImageTextModel", "ReportGenerator"]

@@ -25,10 +25,10 @@ from medvl.data.vocab import WordTokenizer
 from medvl.encoders import create_encoder
 from medvl.heads import generation
 from medvl.heads.report_decoder import PrefixLMDecoder, PrefixLMTokenizer, TransformerReportDecoder
+from medvl.networks._freeze import FREEZE_MODES, apply_freeze
 
 __all__ = ["ReportGenerator"]
 
-FREEZE_MODES = ("none", "all", "partial")
 DECODINGS = ("greedy", "beam", "sample")
 
 
@@ -101,15 +101,7 @@ class ReportGenerator(nn.Module):
     # -- construction -----------------------------------------------------------------
 
     def _apply_freeze(self) -> None:
-        self.visual.requires_grad_(self.freeze == "none")
-        if self.freeze == "partial":
-            n = len(self.visual.blocks)
-            for blk in list(self.visual.blocks)[max(0, n - self.unfreeze_last):]:
-                blk.requires_grad_(True)
-            self.visual.norm.requires_grad_(True)
-            self.visual.fc_norm.requires_grad_(True)  # the final norm of fc_norm encoders (norm is then Identity)
-        if self.freeze == "all":
-            self.visual.eval()
+        apply_freeze(self.visual, self.freeze, self.unfreeze_last)
 
     def set_vocab(self, vocab: Sequence[str]) -> None:
         """(Re)build the word tokenizer and the transformer decoder for ``vocab``."""

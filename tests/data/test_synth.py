@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,10 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian
 
 from medvl.data._phantom import render_phantom
-from medvl.data.labels import FINDINGS
-from medvl.data.synth import SOP_CLASSES, generate_dataset, sample_study
+from medvl.data._report_templates import VQA_KINDS
+from medvl.data.labels import FINDINGS, NEGATIVE, POSITIVE, UNCERTAIN
+from medvl.data.sources import Synthetic
+from medvl.data.synth import GENERATOR_VERSION, SOP_CLASSES, generate_dataset, sample_study
 
 N = 24
 MANIFEST_KEYS = {"study_id", "image", "split", "view", "findings", "impression", "report",
@@ -81,13 +85,16 @@ def test_manifest_schema(dataset: Path) -> None:
         for f, side in rec["laterality"].items():
             assert rec["labels"][f] != 0 and side in ("left", "right", "bilateral")
         assert rec["report"] == f"FINDINGS: {rec['findings']}\n\nIMPRESSION: {rec['impression']}"
-        assert 3 <= len(rec["vqa"]) <= 6
+        assert 2 <= len(rec["vqa"]) <= 6
         for qa in rec["vqa"]:
-            assert set(qa) == {"question", "answer", "answer_type"}
-            assert qa["answer_type"] in ("closed", "open")
+            assert set(qa) == {"question", "answer", "answer_type", "kind", "question_type"}
+            assert qa["answer_type"] == VQA_KINDS[qa["kind"]] and qa["question_type"] == qa["kind"]
     summary = json.loads((dataset / "dataset.json").read_text())
     assert summary["n"] == N and summary["findings"] == list(FINDINGS)
     assert sum(summary["splits"].values()) == N
+    assert summary["version"] == GENERATOR_VERSION and isinstance(GENERATOR_VERSION, int)
+    kinds = [qa["kind"] for rec in _records(dataset) for qa in rec["vqa"]]
+    assert summary["vqa"] == {k: kinds.count(k) for k in VQA_KINDS}
 
 
 def test_reports_mention_labels() -> None:
@@ -164,3 +171,133 @@ def test_findings_are_visible_at_112px() -> None:
 
     off, on = _pair({"support_device": {"devices": ["ett", "central_line"]}})
     assert (on - off)[:, 50:62].max() > 0.2
+
+
+# ------------------------------------------------------------------------------ VQA
+N_VQA = 300
+_REPORT_KEYS = ("split", "view", "labels", "laterality", "detail", "findings", "impression", "report")
+# sha256 of the first 50 studies' _REPORT_KEYS under generator version 1, before the VQA
+# pairs were redrawn: make_vqa is the last consumer of the text generator, so changing
+# the questions must leave labels and reports byte-identical.
+_REPORTS_V1 = "13d750cbb9ad43a65e19bcf902e75c21da83baaae77c0606cbe6deb2c35a0081"
+
+
+@pytest.fixture(scope="module")
+def studies() -> list[dict]:
+    """Sampled studies (no pixels are rendered)."""
+    return [sample_study(0, i) for i in range(N_VQA)]
+
+
+def _finding(question: str) -> str:
+    """The finding a question is about, from its wording."""
+    q = question.lower()
+    for words, name in ((("heart", "cardiomegaly"), "cardiomegaly"), (("pleural",), "pleural_effusion"),
+                        (("pneumothorax",), "pneumothorax"), (("consolidation", "airspace"), "consolidation"),
+                        (("nodule", "mass"), "nodule"), (("device", "tubes"), "support_device")):
+        if any(w in q for w in words):
+            return name
+    raise AssertionError(f"no finding named in {question!r}")
+
+
+def _expected(qa: dict, case: dict) -> str:
+    """The answer a question must have, worked out from the study's labels and details."""
+    labels, lat, detail, kind = case["labels"], case["laterality"], case["detail"], qa["kind"]
+    q = qa["question"].lower()
+    if kind == "view":
+        return case["view"]
+    if kind == "abnormality":
+        abnormal = [f for f in FINDINGS if f != "support_device" and labels[f] != NEGATIVE]
+        if not abnormal:
+            return "no finding"
+        assert len(abnormal) == 1 and labels[abnormal[0]] == POSITIVE, (qa, labels)
+        f = abnormal[0]
+        if f == "nodule":
+            d = detail[f]
+            return "nodules" if d["count"] > 1 else ("mass" if d["mass"] else "nodule")
+        return f.replace("_", " ")
+    devices = detail["support_device"]["devices"] if labels["support_device"] == POSITIVE else []
+    if kind == "device_count":
+        assert len(devices) != 1
+        return str(len(devices))
+    if kind == "device":
+        assert len(devices) == 1
+        return {"ett": "endotracheal tube", "central_line": "central line", "pacemaker": "pacemaker",
+                "ecg_leads": "ECG leads", "ng_tube": "enteric tube"}[devices[0]]
+    f = _finding(qa["question"])
+    assert labels[f] != UNCERTAIN, qa  # uncertain findings are never asked
+    if kind == "presence":
+        return "yes" if labels[f] == POSITIVE else "no"
+    assert labels[f] == POSITIVE, qa  # the other kinds ask about positive findings only
+    if kind == "laterality_yes_no":
+        if "bilateral" in q or "both sides" in q:
+            return "yes" if lat[f] == "bilateral" else "no"
+        if "unilateral" in q or "one side" in q:
+            return "no" if lat[f] == "bilateral" else "yes"
+        asked = "left" if "left" in q else "right"
+        return "yes" if lat[f] in (asked, "bilateral") else "no"
+    if kind == "side":
+        return lat[f]
+    if kind == "location":
+        assert lat[f] != "bilateral"
+        return f"{lat[f]} {detail[f]['zone']} lobe"
+    if kind == "effusion_size":
+        assert f == "pleural_effusion"
+        return detail[f]["size_word"]
+    if kind == "nodule_count":
+        assert f == "nodule"
+        return str(detail[f]["count"])  # the number _draw_nodules draws
+    raise AssertionError(f"unknown kind {kind!r}")
+
+
+def test_vqa_answers_follow_the_study(studies: list[dict]) -> None:
+    for case in studies:
+        assert 2 <= len(case["vqa"]) <= 6
+        assert len({qa["question"] for qa in case["vqa"]}) == len(case["vqa"])
+        for qa in case["vqa"]:
+            assert qa["answer"] == _expected(qa, case), (case["study_id"], qa)
+
+
+def test_vqa_is_balanced(studies: list[dict]) -> None:
+    pairs = [qa for case in studies for qa in case["vqa"]]
+    closed = sum(qa["answer_type"] == "closed" for qa in pairs) / len(pairs)
+    assert 0.35 < closed < 0.65
+    assert {qa["kind"] for qa in pairs} == set(VQA_KINDS)
+    side = [qa["answer"] for qa in pairs if qa["kind"] == "laterality_yes_no"]
+    assert len(side) >= 30 and 0.35 < side.count("yes") / len(side) < 0.65
+    assert {qa["answer"] for qa in pairs if qa["kind"] == "side"} == {"left", "right", "bilateral"}
+    assert all(qa["answer"].isdigit() for qa in pairs if qa["kind"] in ("device_count", "nodule_count"))
+    view = [qa for qa in pairs if qa["kind"] == "view"]
+    assert {qa["answer"] for qa in view} == {"AP", "PA"} and "Is this an AP or PA view?" in {qa["question"] for qa in view}
+
+
+def test_vqa_is_deterministic_and_leaves_reports_alone(studies: list[dict]) -> None:
+    assert [sample_study(0, i)["vqa"] for i in range(20)] == [c["vqa"] for c in studies[:20]]
+    assert [sample_study(1, i)["vqa"] for i in range(20)] != [c["vqa"] for c in studies[:20]]
+    blob = json.dumps([{k: c[k] for k in _REPORT_KEYS} for c in studies[:50]], sort_keys=True)
+    assert hashlib.sha256(blob.encode()).hexdigest() == _REPORTS_V1
+
+
+def test_prepare_regenerates_another_version(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "synth"
+    generate_dataset(root, n=2, seed=0, workers=1, progress=False)
+    manifest, summary = root / "manifest.jsonl", root / "dataset.json"
+    fresh = manifest.read_text()
+    current = json.loads(summary.read_text())
+    source = Synthetic(str(root), n=2, seed=0)
+
+    manifest.write_text("stale\n")  # a current version is left alone
+    source.prepare()
+    assert manifest.read_text() == "stale\n"
+
+    for old in ({**current, "version": "1.0.0"}, {k: v for k, v in current.items() if k != "version"}, None):
+        manifest.write_text("stale\n")
+        if old is None:
+            summary.unlink()
+        else:
+            summary.write_text(json.dumps(old))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="medvl.data.sources"):
+            source.prepare()
+        assert manifest.read_text() == fresh
+        assert json.loads(summary.read_text())["version"] == GENERATOR_VERSION
+        assert any("regenerating" in r.getMessage() for r in caplog.records)

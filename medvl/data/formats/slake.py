@@ -2,7 +2,8 @@
 
 Liu et al., "SLAKE: A Semantically-Labeled Knowledge-Enhanced Dataset for Medical
 Visual Question Answering", ISBI 2021. ``Slake1.0/`` holds ``train.json``,
-``validate.json`` and ``test.json``, each a list of ``{img_id, img_name
+``validate.json`` (``validation.json`` in some copies; either is read) and
+``test.json``, each a list of ``{img_id, img_name
 ("xmlab0/source.jpg"), question, answer, q_lang ("en"/"zh"), location, modality,
 answer_type ("OPEN"/"CLOSED"), base_type, content_type, triple, qid}``, and the
 images under ``imgs/`` (``imgs/xmlab0/source.jpg``). English questions are kept by
@@ -21,7 +22,8 @@ from medvl.data.formats._base import (FormatResult, LayoutSource, StrPath, VqaGr
 
 __all__ = ["SLAKE", "read_slake"]
 
-_FILES = (("train.json", "train"), ("validate.json", "val"), ("test.json", "test"))
+_FILES = ((("train.json",), "train"), (("validate.json", "validation.json"), "val"), (("test.json",), "test"))
+"""Per split, the file names it is found under (the first that exists is read)."""
 
 
 def _question(entry: Any) -> tuple[str, str, dict[str, str], dict[str, str]]:
@@ -51,7 +53,8 @@ class SLAKE(LayoutSource):
             others are counted as ``"language <q_lang>"``.
 
     Raises:
-        MissingFileError: On reading: a split file or ``imgs/`` is absent.
+        MissingFileError: On reading: a split file or ``imgs/`` is absent (for the
+            validation split, neither ``validate.json`` nor ``validation.json``).
         ManifestError: On reading: malformed JSON or entry, with ``on_error="raise"``.
     """
 
@@ -65,8 +68,8 @@ class SLAKE(LayoutSource):
             raise ValueError(f"lang must be 'en', 'zh' or 'all', got {lang!r}")
         data = release_folder(Path(self.root), "Slake1.0")
         col, groups = self._collector(find_file("SLAKE image folder", [data / "imgs"], dirs=True)), VqaGroups()
-        for name, split in _FILES:
-            path = find_file(f"SLAKE {split} questions", [data / name])
+        for names, split in _FILES:
+            path = find_file(f"SLAKE {split} questions", [data / name for name in names])
             for where, (image, image_id, qa, fields) in vqa_entries(path, load_json(path), col, _question):
                 if lang != "all" and qa["lang"] != lang:
                     col.drop(f"language {qa['lang']}")

@@ -455,6 +455,54 @@ def make_vqa_rad(tmp_path: Path, entries: list[dict] | None = None) -> Path:
     return root
 
 
+
+def _rad(qid: int, image: str, organ: str, question: str, answer, answer_type: str, question_type: str,
+         phrase_type: str) -> dict:
+    """One entry of the MEVF/MMQ split files (the keys they keep of the OSF release)."""
+    return {"qid": qid, "image_name": image, "image_organ": organ, "answer": answer, "answer_type": answer_type,
+            "question_type": question_type, "question": question, "phrase_type": phrase_type}
+
+
+VQA_RAD_SPLIT = {
+    "trainset.json": [
+        _rad(0, "synpic100.jpg", "HEAD", "Is there a mass?", "Yes", "CLOSED ", "PRES", "freeform"),
+        _rad(1, "synpic100.jpg", "HEAD", "What organ is shown?", "Brain", "OPEN", "ORGAN", "para"),
+        _rad(2, "synpic101.jpg", "CHEST", "Which side is the effusion on?", "Right", "Open", "POS", "freeform"),
+        _rad(3, "synpic102.jpg", "HEAD", "Is this an axial or coronal image?", "Axial", "closed", "PLANE",
+             "freeform"),
+        _rad(4, "synpic103.jpg", "ABD", "Is there free air?", "No", "CLOSED", "PRES", "freeform"),
+        _rad(5, "synpic104.jpg", "CHEST", "Where is the nodule?", "Left lung", "OPEN", "POS", "freeform"),
+        _rad(6, "synpic105.jpg", "HEAD", "How many lesions are seen?", 2, "OPEN", "COUNT", "freeform"),
+        _rad(7, "synpic106.jpg", "CHEST", "Is this a PA film?", "Yes", "CLOSED", "PLANE", "freeform"),
+    ],
+    "testset.json": [
+        _rad(8, "synpic100.jpg", "HEAD", "Is the mass enhancing?", "Yes", "CLOSED", "ATTRIB", "test_freeform"),
+        _rad(9, "synpic107.jpg", "CHEST", "What is the abnormality?", "Pneumothorax", "OPEN", "ABN",
+             "test_freeform"),
+        _rad(10, "synpic107.jpg", "CHEST", "Is the lung collapsed?", "yes ", " CLOSED", "PRES", "test_para"),
+    ],
+}
+
+
+def make_vqa_rad_split(tmp_path: Path, splits: dict[str, list[dict]] | None = None, *,
+                       images: str = "images") -> Path:
+    """The MEVF/MMQ split of VQA-RAD: ``trainset.json``, ``testset.json`` and ``images/``.
+
+    Train: 8 questions on synpic100-106 (synpic106.jpg is missing), with ``answer_type``
+    spelled ``"CLOSED "``, ``"Open"``, ``"closed"`` as in the release, a closed question
+    whose answer is not yes/no ("Axial") and a numeric answer. Test: 3 questions on
+    synpic100 (also a train image) and synpic107, whose answer "Pneumothorax" no
+    training question has.
+    """
+    root = tmp_path / "vqa_rad_split"
+    root.mkdir(parents=True)
+    for name, entries in (splits if splits is not None else VQA_RAD_SPLIT).items():
+        (root / name).write_text(json.dumps(entries, indent=4))
+    for k in (0, 1, 2, 3, 4, 5, 7):
+        write_image(root / images / f"synpic10{k}.jpg", seed=k)
+    return root
+
+
 # ----------------------------------------------------------------------------- SLAKE
 def _slake(img_id: int, qid: int, question: str, answer: str, lang: str, answer_type: str, content: str,
            modality: str = "MRI", location: str = "Brain") -> dict:

@@ -1,0 +1,71 @@
+"""Where a task's image encoder comes from: random, an export folder or a medvl checkpoint.
+
+The generative tasks (report generation, VQA) start their encoder the same way: from
+``hparams.pretrained`` (read by :func:`medvl.encoders.source.read_encoder_source`, the
+one contract for an encoder's weights and preprocessing), or at random from
+``hparams.vision_encoder``. The data settings (size, channels, normalisation, window)
+that the caller left unset are taken from the source, the ones it set must agree with
+it, and what remains unset gets the defaults; the resolved values are written back into
+the hyper-parameters so that they travel in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, MutableMapping
+
+from torch import nn
+
+from medvl.encoders import create_encoder
+from medvl.encoders.source import read_encoder_source
+
+__all__ = ["DATA_DEFAULTS", "read_pretrained_encoder"]
+
+log = logging.getLogger(__name__)
+
+DATA_DEFAULTS = {"img_size": 224, "in_chans": 1, "image_mean": 0.5, "image_std": 0.25}
+"""What an image is when neither the data module nor a pretrained source says."""
+
+
+def read_pretrained_encoder(hp: MutableMapping[str, Any], task: str) -> nn.Module | None:
+    """The ``hp["pretrained"]`` encoder (None: build ``vision_encoder`` at random), settings resolved into ``hp``.
+
+    ``hp`` needs ``pretrained``, ``vision_encoder``, ``vision_kwargs``, ``img_size``,
+    ``in_chans``, ``image_mean``, ``image_std`` and ``window``. A ``pretrained`` path that no
+    longer exists is a reload of the task's own checkpoint elsewhere: its resolved settings
+    are in ``hp`` and its weights in the checkpoint, so None is returned with a warning.
+
+    Raises:
+        ValueError: A data setting given in ``hp`` disagrees with the source (the message
+            names ``task``, the setting and both values).
+    """
+    encoder = None
+    if hp["pretrained"] is not None:
+        encoder = _read(hp, task)
+    for key, default in DATA_DEFAULTS.items():
+        if hp[key] is None:
+            hp[key] = default
+    return encoder
+
+
+def _read(hp: MutableMapping[str, Any], task: str) -> nn.Module | None:
+    if not Path(hp["pretrained"]).exists():
+        log.warning("%s not found; building %s from the hyper-parameters", hp["pretrained"], hp["vision_encoder"])
+        return None
+    src = read_encoder_source(hp["pretrained"])
+    src.check_preprocessing(img_size=hp["img_size"], in_chans=hp["in_chans"], mean=hp["image_mean"],
+                            std=hp["image_std"], window=hp["window"], where=f"{task}(pretrained={hp['pretrained']!r})")
+    pre = src.preprocessing
+    kwargs = {k: v for k, v in src.encoder_kwargs.items() if k not in ("img_size", "in_chans")}
+    given = dict(hp["vision_kwargs"] or {})
+    recorded = {"img_size": pre.get("img_size"), "in_chans": pre.get("in_chans"), "image_mean": pre.get("mean"),
+                "image_std": pre.get("std"), "window": pre.get("window")}
+    hp.update({k: v for k, v in recorded.items() if hp[k] is None})
+    hp.update(vision_encoder=src.architecture, vision_kwargs={**kwargs, **given})
+    encoder = src.encoder
+    if any(kwargs.get(k, object()) != v for k, v in given.items()):  # overrides such as drop_path_rate
+        encoder = create_encoder(src.architecture, **{**src.encoder_kwargs, **given})
+        encoder.load_state_dict(src.encoder.state_dict())
+    log.info("encoder %s from %s (%s)", src.architecture, hp["pretrained"], src.origin)
+    return encoder

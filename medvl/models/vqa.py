@@ -1,0 +1,422 @@
+"""Medical visual question answering: the task around :class:`medvl.networks.FusionVQA` and ``GenerativeVQA``.
+
+Two heads on the shared patch encoder (random, or read from an export folder or a medvl
+task checkpoint through :func:`medvl.encoders.source.read_encoder_source`; frozen,
+partly frozen or trained, as in report generation):
+
+- ``head="fusion"``: METER/M3AE-style co-attention over the question's tokens and the
+  patch tokens, classified over an answer vocabulary (:class:`medvl.losses.VQALoss`:
+  BCE on soft scores or cross-entropy).
+- ``head="generative"``: a report decoder (the word-level transformer or the prefix
+  design on a local causal LM) reads the question and writes the answer (greedy or
+  beam search), or ranks candidate answers by likelihood (``answer_mode="rank"``, as
+  MUMC ranks its answer list): the closed questions over the closed answers seen in
+  training (``rank_candidates="closed"``, open questions generated) or every question
+  over the whole answer vocabulary (``"all"``).
+
+The answer vocabulary is the data module's (:meth:`medvl.datamodules.VQADataModule.answer_vocabulary`:
+the training split's normalised answers unless a flag that says it leaks asks for the
+test answers too) and travels in the checkpoint. Validation and test score with
+:mod:`medvl.metrics.vqa` (closed/open/overall accuracy, open token recall and F1,
+BLEU-1, per question and content type, bootstrap 95% intervals); the test writes
+``test_metrics.json`` (with every evaluation choice: closed rule, vocabulary policy,
+validation split origin, decoding, the checkpoint scored, answers outside the
+vocabulary), ``test_metrics.md`` and ``test_answers.jsonl``. ``medvl predict`` writes
+``predictions.jsonl`` (question id, study id, question, answer). Checkpoints are chosen
+on the validation split (``val/overall_accuracy`` in the recipes); the test split is
+never looked at before the test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+
+from medvl.data.vocab import SPECIAL_TOKENS, WordTokenizer
+from medvl.heads.vqa import ANSWER_TOKEN
+from medvl.losses import CaptioningLoss, VQALoss
+from medvl.models._compile import compile_in_place
+from medvl.models._encoder import read_pretrained_encoder
+from medvl.networks import FusionVQA, GenerativeVQA
+from medvl.optim import param_groups, warmup_cosine
+
+__all__ = ["VQA"]
+
+log = logging.getLogger(__name__)
+
+HEADS = ("fusion", "generative")
+_GROUPS = ("question_type", "content_type")
+_HEADLINE = ("overall_accuracy", "closed_accuracy", "open_accuracy", "open_recall", "open_f1", "open_bleu1")
+
+
+class VQA(L.LightningModule):
+    """Visual question answering on the shared patch encoder; the network is ``self.model``.
+
+    Args:
+        head: ``fusion`` (answer classifier) or ``generative`` (a report decoder answers).
+        pretrained: Export folder or medvl task checkpoint whose encoder starts training;
+            None: random init of ``vision_encoder``.
+        vision_encoder: Registry name without ``pretrained``.
+        img_size: Square input size of the data (linked from the data module); None: the
+            pretrained encoder's, else 224.
+        in_chans: Image channels of the data; None: the pretrained encoder's, else 1.
+        image_mean: Mean the data pipeline subtracted (recorded; the task does not normalise).
+        image_std: Std the data pipeline divided by.
+        window: DICOM window the data pipeline applied.
+        label_names: The data's label columns (recorded; VQA does not use them).
+        vision_kwargs: Extra encoder overrides (on top of the pretrained encoder's).
+        freeze: ``none`` trains the encoder, ``all`` freezes it, ``partial`` trains only
+            its last ``unfreeze_last`` blocks and final norm.
+        unfreeze_last: Blocks trained when ``freeze="partial"``.
+        text_encoder: Fusion head: registry name of the question encoder
+            (``text_transformer_tiny``; ``hf_text`` with ``text_kwargs.model_path`` for a
+            local Hugging Face encoder such as the bundled MiniLM).
+        text_kwargs: Fusion head: overrides for the question encoder.
+        fusion_kwargs: Fusion head: ``dim``, ``depth``, ``num_heads``, ``dropout``.
+        loss: Fusion head: ``bce`` (soft scores, summed over answers) or ``ce``.
+        answers: The answer vocabulary; None takes the data module's at set-up (then
+            saved with the checkpoint).
+        closed_candidates: Answers ranked for closed questions (``answer_mode="rank"``,
+            ``rank_candidates="closed"``); None takes the data module's at set-up.
+        decoder: Generative head: ``transformer`` (word vocabulary) or ``prefix_lm``.
+        decoder_kwargs: Generative head: decoder overrides (``dim``, ``depth``, ...).
+        lm_path: Local Hugging Face causal LM folder for ``decoder="prefix_lm"``.
+        lm_stage1_epochs: Prefix LM: epochs training only the projector before the LM
+            joins; None keeps the LM frozen.
+        vocab: Generative transformer: its word vocabulary; None builds it from the
+            training questions and answers at set-up.
+        vocab_min_freq: Minimum count of a word to enter that vocabulary.
+        max_question_length: Question tokens kept by the generative head.
+        max_answer_length: Answer tokens the generative head writes at most.
+        answer_mode: Generative head: ``generate`` or ``rank`` (see the module docstring).
+        rank_candidates: ``closed`` or ``all`` (see the module docstring).
+        decoding: Generative head: ``greedy`` or ``beam``.
+        num_beams: Beam width.
+        lr: Peak learning rate (head).
+        encoder_lr_scale: Encoder learning rate relative to ``lr``.
+        weight_decay: Decoupled weight decay (norms, biases, embeddings exempt).
+        warmup_fraction: Share of steps in linear warm-up.
+        label_smoothing: Cross-entropy label smoothing (``loss="ce"`` and the generative head).
+        n_bootstrap: Bootstrap resamples of the test metrics' 95% intervals (0: none).
+        compile: ``torch.compile`` the image encoder in place (True or a mode name).
+    """
+
+    def __init__(
+        self,
+        head: Literal["fusion", "generative"] = "fusion",
+        pretrained: str | None = None,
+        vision_encoder: str = "vit_small_patch16",
+        img_size: int | None = None,
+        in_chans: int | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        window: tuple[float, float] | str | None = None,
+        label_names: list[str] | None = None,
+        vision_kwargs: dict[str, Any] | None = None,
+        freeze: Literal["none", "all", "partial"] = "none",
+        unfreeze_last: int = 2,
+        text_encoder: str = "text_transformer_tiny",
+        text_kwargs: dict[str, Any] | None = None,
+        fusion_kwargs: dict[str, Any] | None = None,
+        loss: Literal["bce", "ce"] = "bce",
+        answers: list[str] | None = None,
+        closed_candidates: list[str] | None = None,
+        decoder: Literal["transformer", "prefix_lm"] = "transformer",
+        decoder_kwargs: dict[str, Any] | None = None,
+        lm_path: str | None = None,
+        lm_stage1_epochs: int | None = 1,
+        vocab: list[str] | None = None,
+        vocab_min_freq: int = 1,
+        max_question_length: int = 32,
+        max_answer_length: int = 16,
+        answer_mode: Literal["generate", "rank"] = "generate",
+        rank_candidates: Literal["closed", "all"] = "closed",
+        decoding: Literal["greedy", "beam"] = "greedy",
+        num_beams: int = 3,
+        lr: float = 5e-4,
+        encoder_lr_scale: float = 0.1,
+        weight_decay: float = 0.05,
+        warmup_fraction: float = 0.05,
+        label_smoothing: float = 0.0,
+        n_bootstrap: int = 1000,
+        compile: bool | str = False,
+    ) -> None:
+        super().__init__()
+        choices = {"head": (head, HEADS), "answer_mode": (answer_mode, ("generate", "rank")),
+                   "rank_candidates": (rank_candidates, ("closed", "all")), "decoding": (decoding, ("greedy", "beam")),
+                   "loss": (loss, ("bce", "ce"))}
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"VQA: {name} must be one of {allowed}, got {value!r}")
+        if head == "fusion" and answer_mode == "rank":
+            raise ValueError("VQA: answer_mode='rank' is for the generative head (the fusion head classifies)")
+        self.save_hyperparameters()
+        encoder = read_pretrained_encoder(self.hparams, "VQA")
+        hp = self.hparams
+        hp.label_names = None if label_names is None else list(label_names)
+        common = dict(vision_encoder=hp.vision_encoder, img_size=hp.img_size, in_chans=hp.in_chans,
+                      vision_kwargs=hp.vision_kwargs, encoder=encoder, freeze=freeze, unfreeze_last=unfreeze_last)
+        if head == "fusion":
+            self.model: FusionVQA | GenerativeVQA = FusionVQA(
+                answers, text_encoder=text_encoder, text_kwargs=text_kwargs, fusion_kwargs=fusion_kwargs, **common)
+            self.loss_fn: torch.nn.Module = VQALoss(loss, label_smoothing=label_smoothing if loss == "ce" else 0.0)
+        else:
+            self.model = GenerativeVQA(
+                decoder=decoder, decoder_kwargs=decoder_kwargs, vocab=vocab if decoder == "transformer" else None,
+                lm_path=lm_path, train_lm=lm_stage1_epochs == 0, max_question_length=max_question_length,
+                max_answer_length=max_answer_length, **common)
+            self.loss_fn = CaptioningLoss(label_smoothing=label_smoothing)
+        compile_in_place(self.model.visual, compile)
+        self._index = {a: i for i, a in enumerate(answers or [])}
+        self._rows: list[dict[str, Any]] = []
+        self._predictions: list[dict[str, str]] = []
+        self._skipped = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        needs = hp.answers is None or (hp.head == "generative" and hp.decoder == "transformer" and hp.vocab is None)
+        if needs and (dm is None or not hasattr(dm, "answer_vocabulary")):
+            raise ValueError("VQA needs `answers` (and a generative `vocab`), or a VQA data module "
+                             "(medvl.datamodules.VQADataModule) to build them from its training split")
+        if hp.answers is None:
+            self._set_answers(dm.answer_vocabulary())
+            log.info("answer vocabulary: %d answers (%s)", len(hp.answers), dm.vqa_options().get("answer_vocabulary"))
+        if hp.closed_candidates is None and dm is not None and hasattr(dm, "closed_candidates"):
+            hp.closed_candidates = list(dm.closed_candidates())
+        if hp.head == "generative" and hp.decoder == "transformer" and self.model.decoder is None:
+            self._set_vocab(self._build_vocab(dm))
+
+    def _set_answers(self, answers: list[str]) -> None:
+        self.hparams.answers = list(answers)
+        self._index = {a: i for i, a in enumerate(answers)}
+        if isinstance(self.model, FusionVQA):
+            self.model.set_answers(answers)
+
+    def _build_vocab(self, dm: Any) -> list[str]:
+        pairs = dm.train_questions()
+        tok = WordTokenizer.build([t for qa in pairs for t in qa], min_freq=self.hparams.vocab_min_freq)
+        return [*SPECIAL_TOKENS, ANSWER_TOKEN, *tok.vocab[len(SPECIAL_TOKENS):]]
+
+    def _set_vocab(self, vocab: list[str]) -> None:
+        self.hparams.vocab = list(vocab)
+        self.model.set_vocab(vocab)
+        log.info("question/answer word vocabulary: %d tokens", len(vocab))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        if saved.get("answers") and saved["answers"] != self.hparams.answers:
+            self._set_answers(saved["answers"])
+        if saved.get("closed_candidates") is not None:
+            self.hparams.closed_candidates = saved["closed_candidates"]
+        if (self.hparams.head == "generative" and self.hparams.decoder == "transformer" and saved.get("vocab")
+                and saved["vocab"] != self.model.vocab):
+            self._set_vocab(saved["vocab"])
+
+    def tokenizers(self) -> dict[str, Any]:
+        """Run in the loader workers: the question encoder's (fusion) or the question-answer one (generative)."""
+        if isinstance(self.model, FusionVQA):
+            return {"question": self.model.tokenizer}
+        if self.model.tokenizer is None:
+            return {}
+        return {"qa": self.model.qa_tokenizer}
+
+    # -- training -----------------------------------------------------------------------
+
+    def _targets(self, answers: list[str]) -> torch.Tensor:
+        return torch.tensor([self._index.get(a, -1) for a in answers], dtype=torch.long, device=self.device)
+
+    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        if isinstance(self.model, FusionVQA):
+            out = self.model(batch["image"], batch.get("question_tokens") or batch["question"])
+            return self.loss_fn(**out, targets=self._targets(batch["answer"]))
+        tokens = batch.get("qa_tokens") or (batch["question"], batch["answer"])
+        return self.loss_fn(**self.model(batch["image"], tokens))
+
+    def on_train_epoch_start(self) -> None:
+        stage1 = self.hparams.lm_stage1_epochs
+        if self.hparams.head == "generative" and self.hparams.decoder == "prefix_lm" and stage1 is not None:
+            train_lm = self.current_epoch >= stage1
+            if train_lm != self.model.train_lm:
+                self.model.set_train_lm(train_lm)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self._skipped += int(batch.get("n_skipped", 0))
+        if "image" not in batch:
+            return None
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._report_skipped("train")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        rest = [m for name, m in self.model.named_children() if name != "visual"]
+        groups = param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
+        for module in rest:
+            groups += param_groups(module, weight_decay=hp.weight_decay, lr=hp.lr, skip_frozen=False)
+        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.98))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- answering ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def answer(self, batch: dict[str, Any]) -> list[str]:
+        """The configured answers for a batch (normalised, as the references are)."""
+        from medvl.metrics.vqa import normalize_answer
+
+        hp = self.hparams
+        image = batch["image"]
+        if isinstance(self.model, FusionVQA):
+            raw = self.model.answer(image, batch.get("question_tokens") or batch["question"])
+        elif hp.answer_mode == "generate":
+            raw = self.model.answer(image, batch["question"], decoding=hp.decoding, num_beams=hp.num_beams)
+        elif hp.rank_candidates == "all":
+            raw = self.model.rank(image, batch["question"], hp.answers)
+        else:
+            raw = self.model.answer(image, batch["question"], decoding=hp.decoding, num_beams=hp.num_beams)
+            closed = [i for i, t in enumerate(batch["answer_type"]) if t == "closed"]
+            if closed and not hp.closed_candidates:
+                raise ValueError("rank_candidates='closed' but there are no closed candidate answers")
+            if closed:
+                ranked = self.model.rank(image[closed], [batch["question"][i] for i in closed], hp.closed_candidates)
+                for i, a in zip(closed, ranked):
+                    raw[i] = a
+        return [normalize_answer(a) for a in raw]
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        self._skipped += int(batch.get("n_skipped", 0))
+        if "image" not in batch:
+            return
+        self.log(f"{stage}/loss", self._loss(batch), batch_size=batch["image"].shape[0])
+        keys = ("question_id", "study_id", "question", "answer", "answer_type", *_GROUPS)
+        for i, pred in enumerate(self.answer(batch)):
+            row = {k: batch[k][i] for k in keys if k in batch}
+            row["prediction"] = pred
+            self._rows.append(row)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _report_skipped(self, stage: str) -> None:
+        if self._skipped:
+            log.warning("%s: %d unreadable sample(s) skipped this epoch", stage, self._skipped)
+            self.log(f"{stage}/skipped", float(self._skipped), rank_zero_only=True)
+        self._skipped = 0
+
+    def _gather(self) -> list[dict[str, Any]]:
+        rows, self._rows = self._rows, []
+        if self.trainer.world_size > 1:
+            parts: list[list[dict]] = [None] * self.trainer.world_size  # type: ignore[list-item]
+            torch.distributed.all_gather_object(parts, rows)
+            rows = [r for part in parts for r in part]
+        return rows
+
+    def _score(self, stage: str) -> dict[str, float]:
+        from medvl.metrics.vqa import vqa_scores
+
+        self._report_skipped(stage)
+        rows = self._gather()
+        if not rows:
+            return {}
+        groups = {g: [r.get(g, "") for r in rows] for g in _GROUPS if any(r.get(g) for r in rows)}
+        metrics = vqa_scores([r["prediction"] for r in rows], [r["answer"] for r in rows],
+                             [r["answer_type"] for r in rows], groups=groups if stage == "test" else None,
+                             n_bootstrap=self.hparams.n_bootstrap if stage == "test" else 0)
+        vocab = set(self.hparams.answers or ())
+        metrics["n_answers_outside_vocab"] = float(sum(r["answer"] not in vocab for r in rows))
+        for k, v in metrics.items():
+            if "/" not in k:
+                self.log(f"{stage}/{k}", v, rank_zero_only=True, prog_bar=k == "overall_accuracy")
+        if stage == "test" and self.trainer.is_global_zero:
+            self._write_test_report(rows, metrics)
+        return metrics
+
+    def evaluation_options(self) -> dict[str, Any]:
+        """Every choice behind the numbers: the data's rules, the head, decoding, the checkpoint."""
+        hp = self.hparams
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        opts: dict[str, Any] = dict(dm.vqa_options()) if dm is not None and hasattr(dm, "vqa_options") else {}
+        opts.update(head=hp.head, answers_in_vocabulary=len(hp.answers or ()),
+                    checkpoint=str(self.trainer.ckpt_path) if self.trainer.ckpt_path else "weights in memory")
+        if hp.head == "fusion":
+            opts.update(loss=hp.loss, prediction="argmax over the answer vocabulary")
+        else:
+            opts.update(decoder=hp.decoder, answer_mode=hp.answer_mode, decoding=hp.decoding)
+            if hp.decoding == "beam":
+                opts["num_beams"] = hp.num_beams
+            if hp.answer_mode == "rank":
+                opts["rank_candidates"] = (f"closed questions over {len(hp.closed_candidates or ())} closed answers"
+                                           if hp.rank_candidates == "closed" else
+                                           f"all questions over {len(hp.answers or ())} answers")
+        opts["confidence_intervals"] = f"percentile bootstrap, {hp.n_bootstrap} resamples of questions, 95%"
+        return opts
+
+    def _write_test_report(self, rows: list[dict[str, Any]], metrics: dict[str, float]) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        from medvl.metrics.vqa import vqa_markdown
+
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        options = self.evaluation_options()
+        with (out / "test_answers.jsonl").open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        (out / "test_metrics.json").write_text(json.dumps({"metrics": metrics, "options": options}, indent=2))
+        title = f"VQA ({self.hparams.head} head), test split, {len(rows)} questions"
+        (out / "test_metrics.md").write_text(vqa_markdown(metrics, title=title, options=options))
+        table = Table(title=title)
+        for col in ("metric", "value", "95% CI"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        for k in _HEADLINE:
+            if k in metrics:
+                ci = (f"{metrics[k + '_ci_low']:.3f}–{metrics[k + '_ci_high']:.3f}" if k + "_ci_low" in metrics else "")
+                table.add_row(k, f"{metrics[k]:.4f}", ci)
+        console = Console()
+        console.print(table)
+        console.print(f"questions: {int(metrics['n'])} ({int(metrics['n_closed'])} closed, {int(metrics['n_open'])} "
+                      f"open, closed rule {options.get('closed_rule', '?')}); answers outside the vocabulary: "
+                      f"{int(metrics['n_answers_outside_vocab'])}")
+        console.print(f"answers and metrics written to {out}")
+
+    def on_validation_epoch_end(self) -> None:
+        self._score("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._score("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        if "image" not in batch:
+            return []
+        rows = [{"question_id": qid, "study_id": sid, "question": q, "answer": a}
+                for qid, sid, q, a in zip(batch["question_id"], batch["study_id"], batch["question"], self.answer(batch))]
+        self._predictions.extend(rows)
+        return rows
+
+    def on_predict_epoch_end(self) -> None:
+        rows, self._predictions = self._predictions, []
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "predictions.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        log.info("wrote %d answers to %s", len(rows), path)

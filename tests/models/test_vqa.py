@@ -1,0 +1,147 @@
+"""The VQA task end to end through ``medvl fit/test/predict`` on tiny fixtures of every VQA layout, both heads;
+and its own rules (vocabulary from the data module, saved with the checkpoint; options recorded with results)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medvl.cli import main
+from medvl.models import VQA
+from tests.data.formats.fixtures import make_pathvqa, make_slake, make_vqa_rad, make_vqa_rad_split
+from tests.heads.test_report_decoder import make_tiny_lm
+
+TRAINER = ["--trainer.accelerator", "cpu", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+           "--trainer.enable_progress_bar", "false", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+           "--trainer.max_epochs", "1"]
+FUSION = ["--model", "medvl.models.VQA", "--model.vision_encoder", "test_vit_tiny_patch8",
+          "--model.text_encoder", "test_text_tiny", "--model.fusion_kwargs",
+          '{"dim": 32, "depth": 1, "num_heads": 2}', "--model.n_bootstrap", "50"]
+GENERATIVE = ["--model", "medvl.models.VQA", "--model.head", "generative", "--model.vision_encoder",
+              "test_vit_tiny_patch8", "--model.decoder_kwargs", '{"dim": 32, "depth": 1, "num_heads": 2}',
+              "--model.max_question_length", "12", "--model.max_answer_length", "4", "--model.n_bootstrap", "50"]
+
+
+def _trainer(root: Path) -> list[str]:
+    return [*TRAINER, "--trainer.default_root_dir", str(root), "--trainer.logger.save_dir", str(root)]
+
+
+def _data(source: str, init: dict, **options) -> list[str]:
+    data = {"class_path": "medvl.datamodules.VQADataModule",
+            "init_args": {"source": {"class_path": source, "init_args": init}, "img_size": 32, "batch_size": 2,
+                          **options}}
+    return ["--data", json.dumps(data)]
+
+
+@pytest.fixture(scope="module")
+def synthetic(make_synthetic) -> Path:
+    return make_synthetic(40, 9)
+
+
+def _layout(name: str, tmp_path: Path, synthetic: Path) -> list[str]:
+    """``--data`` arguments of a tiny dataset in one VQA layout (written under ``tmp_path``)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    if name == "vqa_rad":
+        return _data("medvl.data.formats.VQARAD", {"root": str(make_vqa_rad(folder))}, val_fraction=0.5)
+    if name == "vqa_rad_split":
+        return _data("medvl.data.formats.VQARAD", {"root": str(make_vqa_rad_split(folder))}, val_fraction=0.5)
+    if name == "slake":
+        return _data("medvl.data.formats.SLAKE", {"root": str(make_slake(folder))})
+    if name == "pathvqa":
+        return _data("medvl.data.formats.PathVQA", {"root": str(make_pathvqa(folder))})
+    return _data("medvl.data.sources.Synthetic", {"root": str(synthetic), "n": 40, "seed": 9}, preload=True)
+
+
+def _check_test_outputs(run: Path, head: str) -> dict:
+    result = json.loads(next(run.rglob("test_metrics.json")).read_text())
+    metrics, options = result["metrics"], result["options"]
+    assert metrics["n"] == metrics["n_closed"] + metrics["n_open"] > 0
+    assert 0.0 <= metrics["overall_accuracy"] <= 1.0
+    assert options["head"] == head and options["closed_rule"] == "answer_type"
+    assert options["answer_vocabulary"] == "train split" and options["checkpoint"].endswith(".ckpt")
+    rows = [json.loads(line) for line in next(run.rglob("test_answers.jsonl")).read_text().splitlines()]
+    assert len(rows) == metrics["n"]
+    assert {"question_id", "question", "answer", "prediction", "answer_type"} <= set(rows[0])
+    assert "- closed_rule: answer_type" in next(run.rglob("test_metrics.md")).read_text()
+    return result
+
+
+@pytest.mark.parametrize("layout", ["vqa_rad", "vqa_rad_split", "slake", "pathvqa", "synthetic"])
+def test_fusion_head_fit_test_on_every_layout(layout, tmp_path, synthetic, capsys):
+    run = tmp_path / "run"
+    data = _layout(layout, tmp_path, synthetic)
+    main(["fit", *FUSION, *data, *_trainer(run)])
+    ckpt = sorted(run.rglob("*.ckpt"))[-1]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert saved["answers"] and len(set(saved["answers"])) == len(saved["answers"])
+    main(["test", *FUSION, *data, *_trainer(run), "--ckpt_path", str(ckpt)])
+    assert "VQA (fusion head), test split" in capsys.readouterr().out
+    _check_test_outputs(run, "fusion")
+
+
+def test_fusion_predict_and_reload_from_the_checkpoint_alone(tmp_path, synthetic):
+    run = tmp_path / "run"
+    data = _layout("synthetic", tmp_path, synthetic)
+    main(["fit", *FUSION, *data, *_trainer(run)])
+    ckpt = sorted(run.rglob("*.ckpt"))[-1]
+    main(["predict", *FUSION, *data, *_trainer(run), "--ckpt_path", str(ckpt)])
+    preds = [json.loads(line) for line in next(run.rglob("predictions.jsonl")).read_text().splitlines()]
+    assert preds and all(set(p) == {"question_id", "study_id", "question", "answer"} for p in preds)
+    assert len({p["question_id"] for p in preds}) == len(preds)
+    module = VQA.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    batch = {"image": torch.rand(2, 1, 32, 32), "question": ["Is there a pneumothorax?", "Which side is it on?"]}
+    answers = module.answer(batch)
+    assert len(answers) == 2 and all(a in module.hparams.answers for a in answers)
+
+
+def test_generative_head_transformer_generate_and_rank(tmp_path, synthetic, capsys):
+    run = tmp_path / "run"
+    data = _layout("vqa_rad_split", tmp_path, synthetic)
+    main(["fit", *GENERATIVE, *data, *_trainer(run)])
+    ckpt = sorted(run.rglob("*.ckpt"))[-1]
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert saved["vocab"][4] == "<answer>" and "?" in saved["vocab"][5:]
+    main(["test", *GENERATIVE, *data, *_trainer(run), "--ckpt_path", str(ckpt)])
+    assert "VQA (generative head)" in capsys.readouterr().out
+    result = _check_test_outputs(run, "generative")
+    assert result["options"]["answer_mode"] == "generate"
+    # The test split holds an answer ("pneumothorax") no training question has: counted, not hidden.
+    assert result["metrics"]["n_answers_outside_vocab"] >= 1
+    ranked = tmp_path / "ranked"
+    main(["test", *GENERATIVE, "--model.answer_mode", "rank", *data, *_trainer(ranked), "--ckpt_path", str(ckpt)])
+    result = _check_test_outputs(ranked, "generative")
+    assert result["options"]["rank_candidates"].startswith("closed questions over")
+    closed = [r for r in map(json.loads, next(ranked.rglob("test_answers.jsonl")).read_text().splitlines())
+              if r["answer_type"] == "closed"]
+    assert closed and all(r["prediction"] in saved["closed_candidates"] for r in closed)
+
+
+def test_generative_head_prefix_lm(tmp_path, synthetic):
+    run = tmp_path / "run"
+    lm = make_tiny_lm(tmp_path / "lm")
+    model = ["--model", "medvl.models.VQA", "--model.head", "generative", "--model.vision_encoder",
+             "test_vit_tiny_patch8", "--model.decoder", "prefix_lm", "--model.lm_path", str(lm),
+             "--model.decoder_kwargs", '{"num_prefix_tokens": 4}', "--model.max_answer_length", "3",
+             "--model.n_bootstrap", "0"]
+    data = _layout("slake", tmp_path, synthetic)
+    main(["fit", *model, *data, *_trainer(run)])
+    ckpt = sorted(run.rglob("*.ckpt"))[-1]
+    main(["test", *model, *data, *_trainer(run), "--ckpt_path", str(ckpt)])
+    result = _check_test_outputs(run, "generative")
+    assert result["options"]["decoder"] == "prefix_lm" and "overall_accuracy_ci_low" not in result["metrics"]
+
+
+def test_rules_of_the_task():
+    with pytest.raises(ValueError, match="answer_mode='rank' is for the generative head"):
+        VQA(vision_encoder="test_vit_tiny_patch8", answer_mode="rank")
+    with pytest.raises(ValueError, match="head must be one of"):
+        VQA(head="extractive")
+    task = VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_encoder="test_text_tiny",
+               answers=["yes", "no"])
+    assert task.hparams.answers == ["yes", "no"] and set(task.tokenizers()) == {"question"}
+    with pytest.raises(ValueError, match="VQADataModule"):
+        VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_encoder="test_text_tiny").setup("fit")
