@@ -22,24 +22,24 @@ something to remove; none of them reaches the manifest.
 VQA pairs (see :func:`medvl.data._report_templates.make_vqa`): 2-6 per study, each
 with ``kind`` (= ``question_type``) and answerable from what the phantom draws;
 ``dataset.json`` counts them per kind under ``"vqa"``. On 2,000 studies (seed 0)
-60% of 7,099 are closed:
+56% of 6,550 are closed:
 
 ==================  ======  =====  ===========================================
 kind                type    share  answer set
 ==================  ======  =====  ===========================================
-presence            closed  35.0%  yes / no (34% yes)
-view                closed  19.7%  PA / AP (28% AP)
-laterality_yes_no   closed   5.2%  yes / no (51% yes)
-side                open    10.9%  left / right / bilateral
-abnormality         open     9.4%  no finding (37%), one finding's name
-device_count        open     7.7%  0, 2-5 (55% "0")
-location            open     4.2%  left/right upper/lower lobe
-effusion_size       open     3.3%  small / moderate / large
-device              open     2.7%  endotracheal tube, central line, pacemaker, ECG leads
+presence            closed  46.3%  yes / no (29% yes)
+laterality_yes_no   closed   5.6%  yes / no (52% yes)
+side_choice         closed   4.5%  left / right ("left or right?", not yes/no)
+side                open    11.5%  left / right / bilateral
+abnormality         open    10.2%  no finding (37%), one finding's name
+device_count        open     8.6%  0, 2-5 (56% "0")
+location            open     4.7%  left/right upper/lower lobe
+effusion_size       open     3.8%  small / moderate / large
+device              open     3.0%  endotracheal tube, central line, pacemaker, ECG leads
 nodule_count        open     1.8%  1-3
 ==================  ======  =====  ===========================================
 
-The most common answer of each kind scores 0.67 (closed) and 0.45 (open).
+The most common answer of each kind scores 0.68 (closed) and 0.45 (open).
 """
 
 from __future__ import annotations
@@ -61,12 +61,14 @@ from medvl.data.labels import FINDINGS, NEGATIVE, POSITIVE, UNCERTAIN
 
 __all__ = ["GENERATOR_VERSION", "generate_dataset", "sample_study", "render_study", "study_id"]
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the same seed would produce a different manifest or different files.
 
 1 (recorded as ``"1.0.0"``): the first release. 2: the VQA benchmark pairs (kinds,
 closed/open balance, ``kind`` and ``question_type`` keys); labels, reports and DICOM
-files are unchanged. :class:`medvl.data.sources.Synthetic` regenerates a folder whose
+files are unchanged. 3: "Is this an AP or PA view?" (which the encoder's features barely
+carry: a linear probe reads it no better than the majority answer) replaced by a
+left-or-right choice. :class:`medvl.data.sources.Synthetic` regenerates a folder whose
 ``dataset.json`` records another version."""
 
 _UID_ROOT = ("medvl-synth", "1.0.0")
@@ -234,7 +236,7 @@ def sample_study(seed: int, index: int) -> dict[str, Any]:
         "laterality": laterality,
         "detail": detail,
         **write_report(labels, detail, view, text_rng),
-        "vqa": make_vqa(labels, laterality, detail, view, text_rng),
+        "vqa": make_vqa(labels, laterality, detail, text_rng),
         "modality": modality,
         "image": _sample_image(header_rng, modality),
         "identity": _sample_identity(header_rng, seed, index),

@@ -82,27 +82,41 @@ class FusionEncoder(nn.Module):
         depth: Co-attention layers (METER uses 6; 2 trains on a CPU).
         num_heads: Attention heads.
         dropout: Attention and MLP dropout.
+        num_image_tokens: Tokens the image encoder gives; when set, a learnt position
+            embedding is added to the image stream. The attention layers are blind to
+            order, and a contrastively trained encoder's tokens need not carry their
+            position strongly (its pooled output does not need it), yet "which side?"
+            does.
     """
 
     def __init__(self, text_dim: int, image_dim: int, dim: int = 256, depth: int = 2, num_heads: int = 4,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, num_image_tokens: int | None = None) -> None:
         super().__init__()
         self.text_proj = nn.Linear(text_dim, dim)
         self.image_proj = nn.Linear(image_dim, dim)
         self.modality = nn.Embedding(2, dim)  # 0 text, 1 image
+        self.image_pos = None
+        if num_image_tokens:
+            self.image_pos = nn.Parameter(torch.zeros(1, num_image_tokens, dim))
+            nn.init.trunc_normal_(self.image_pos, std=0.02)
         self.layers = nn.ModuleList(CoAttentionLayer(dim, num_heads, dropout=dropout) for _ in range(depth))
         self.text_norm, self.image_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.dim = dim
         nn.init.normal_(self.modality.weight, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
-        return {"modality.weight"}
+        return {"modality.weight", "image_pos"}
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, L, text_dim)`` + mask ``(B, L)`` and ``(B, N, image_dim)`` -> fused ``(B, L, dim)``, ``(B, N, dim)``."""
         t = self.text_proj(text) + self.modality.weight[0]
         v = self.image_proj(image) + self.modality.weight[1]
+        if self.image_pos is not None:
+            if v.shape[1] != self.image_pos.shape[1]:
+                raise ValueError(f"the fusion layers were built for {self.image_pos.shape[1]} image tokens, "
+                                 f"got {v.shape[1]}: feed images of the size the network was built for")
+            v = v + self.image_pos
         for layer in self.layers:
             t, v = layer(t, v, text_mask)
         return self.text_norm(t), self.image_norm(v)

@@ -46,8 +46,9 @@ class FusionVQA(nn.Module):
     Args:
         answers: The answer vocabulary (normalised answers; the classifier's outputs).
         vision_encoder: Registry name of the image encoder, used when ``encoder`` is None.
-        img_size: Input size of a created encoder.
-        in_chans: Input channels of a created encoder.
+        img_size: Input size of a created encoder, and of the images the fusion layers
+            expect (their image position embedding has one entry per encoder token).
+        in_chans: Input channels.
         vision_kwargs: Extra overrides for a created encoder.
         encoder: An encoder built elsewhere (e.g. read from an export), used as is.
         freeze: ``none``, ``all`` or ``partial`` (see :func:`medvl.networks._freeze.apply_freeze`).
@@ -79,7 +80,8 @@ class FusionVQA(nn.Module):
         self.freeze, self.unfreeze_last = freeze, unfreeze_last
         apply_freeze(self.visual, freeze, unfreeze_last)
         self.text = create_encoder(text_encoder, **(text_kwargs or {}))
-        self.fusion = FusionEncoder(self.text.num_features, self.visual.num_features, **(fusion_kwargs or {}))
+        self.fusion = FusionEncoder(self.text.num_features, self.visual.num_features,
+                                    num_image_tokens=self._count_tokens(img_size, in_chans), **(fusion_kwargs or {}))
         self.head_dropout = (fusion_kwargs or {}).get("dropout", 0.1)
         self.answers: list[str] = []
         self.head: AnswerClassifier | None = None
@@ -95,6 +97,15 @@ class FusionVQA(nn.Module):
         self.answers = list(answers)
         device = self.fusion.text_proj.weight.device
         self.head = AnswerClassifier(self.fusion.dim, len(self.answers), dropout=self.head_dropout).to(device)
+
+    def _count_tokens(self, img_size: int, in_chans: int) -> int:
+        """Tokens ``visual.forward_features`` gives for one image (a dry run in eval mode)."""
+        mode = self.visual.training
+        self.visual.eval()
+        with torch.no_grad():
+            n = self.visual.forward_features(torch.zeros(1, in_chans, img_size, img_size)).shape[1]
+        self.visual.train(mode)
+        return int(n)
 
     @property
     def tokenizer(self):

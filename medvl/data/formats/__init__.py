@@ -21,8 +21,10 @@ source             reader                    layout                             
 :class:`IUXray`    :func:`read_iu_xray`      NLMCXR_reports.tgz (or ecgen-radiology/)     report or image
 :class:`ROCO`      :func:`read_roco`         roco-dataset data/{train,validation,test}/   image
 :class:`PMCOA`     :func:`read_pmc_oa`       PMC-OA train/valid/test.jsonl, pmc_oa.jsonl  image
-:class:`VQARAD`    :func:`read_vqa_rad`      VQA_RAD Dataset Public.json                  image (+ vqa)
-:class:`SLAKE`     :func:`read_slake`        Slake1.0/{train,validate,test}.json          image (+ vqa)
+:class:`VQARAD`    :func:`read_vqa_rad`      VQA_RAD Dataset Public.json, or trainset/    image (+ vqa)
+                                             testset.json + images/ (MEVF/MMQ split)
+:class:`SLAKE`     :func:`read_slake`        Slake1.0/{train,validate|validation,test}    image (+ vqa)
+                                             .json + imgs/
 :class:`PathVQA`   :func:`read_pathvqa`      pvqa/qas/{train,val,test}/*_qa.pkl           image (+ vqa)
 :class:`Table`     :func:`read_table`        your CSV / TSV / JSONL                       row
 =================  ========================  ===========================================  ==============
