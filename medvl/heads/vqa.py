@@ -131,7 +131,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class AnswerClassifier(nn.Module):
-    """METER's VQA head: each pooled stream through ``tanh(Linear)``, concatenated, then a 2-layer MLP.
+    """METER's VQA head on both pooled streams and their product: ``[t, v, t * v]`` -> 2-layer MLP.
+
+    Each pooled stream passes ``tanh(Linear)`` as in METER; the element-wise product of
+    the two (the multiplicative fusion of MLB/BAN, Kim et al., ICLR 2017 and NeurIPS
+    2018) lets the question select image features directly ("is there an effusion?"
+    reads the effusion feature), which a concatenation alone learns only slowly.
 
     Args:
         dim: Fusion width.
@@ -143,13 +148,13 @@ class AnswerClassifier(nn.Module):
         super().__init__()
         self.text_pool = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
         self.image_pool = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
-        self.mlp = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Dropout(dropout),
+        self.mlp = nn.Sequential(nn.Linear(3 * dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(2 * dim, num_answers))
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Fused streams -> answer logits ``(B, num_answers)``."""
-        pooled = torch.cat([self.text_pool(masked_mean(text, text_mask)), self.image_pool(image.mean(1))], dim=-1)
-        return self.mlp(pooled)
+        t, v = self.text_pool(masked_mean(text, text_mask)), self.image_pool(image.mean(1))
+        return self.mlp(torch.cat([t, v, t * v], dim=-1))
 
 
 class QATokenizer:

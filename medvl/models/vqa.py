@@ -264,7 +264,7 @@ class VQA(L.LightningModule):
         groups = param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
         for module in rest:
             groups += param_groups(module, weight_decay=hp.weight_decay, lr=hp.lr, skip_frozen=False)
-        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.98))
+        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.98), fused=self.device.type in ("cpu", "cuda"))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
