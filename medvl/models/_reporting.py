@@ -10,10 +10,30 @@ import numpy as np
 from medvl.metrics.classification import roc_curve
 
 
-def _out_dir(trainer) -> Path:
+def out_dir(trainer) -> Path:
+    """The run's log folder (created): where a test or predict run writes its files."""
     d = Path(trainer.log_dir or trainer.default_root_dir)
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """One JSON object per line, UTF-8, non-ASCII kept as is."""
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+def gather_rows(trainer, rows: list) -> list:
+    """Every rank's ``rows`` (picklable objects), concatenated in rank order; ``rows`` itself on one process."""
+    if trainer.world_size <= 1:
+        return rows
+    import torch.distributed as dist
+
+    parts: list[list] = [None] * trainer.world_size  # type: ignore[list-item]
+    dist.all_gather_object(parts, rows)
+    return [r for part in parts for r in part]
 
 
 def report_metrics(
@@ -36,7 +56,7 @@ def report_metrics(
     from rich.console import Console
     from rich.table import Table
 
-    out = _out_dir(trainer)
+    out = out_dir(trainer)
     console = Console()
     if names:
         console.print(_auroc_table("Zero-shot classification (test split)", "finding", metrics, labels, names))
@@ -63,7 +83,7 @@ def report_classification(
     """Print a per-class AUROC table and write ``test_metrics.json`` and ``roc_curves.png``."""
     from rich.console import Console
 
-    out = _out_dir(trainer)
+    out = out_dir(trainer)
     console = Console()
     console.print(_auroc_table(title, "label", metrics, labels, names))
     console.print(f"mean AUROC: {metrics['auroc_mean']:.4f}")

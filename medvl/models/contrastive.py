@@ -22,7 +22,7 @@ from medvl.losses import ClipLoss, SigLipLoss
 from medvl.metrics.retrieval import retrieval_recall_at_k
 from medvl.metrics.zeroshot import prompt_embeddings, zero_shot_auroc, zero_shot_scores
 from medvl.models._compile import compile_in_place
-from medvl.models._reporting import report_metrics
+from medvl.models._reporting import gather_rows, report_metrics
 from medvl.networks import ImageTextModel
 from medvl.optim import param_groups, warmup_cosine
 
@@ -223,9 +223,7 @@ class ContrastivePretraining(L.LightningModule):
         if self.trainer.world_size > 1:
             # Every rank scores the whole split; reports travel as their text-group ids below.
             img, txt, lab = (self.all_gather(t).flatten(0, 1) for t in (img, txt, lab))
-            gathered: list[list[str]] = [None] * self.trainer.world_size  # type: ignore[list-item]
-            torch.distributed.all_gather_object(gathered, reports)
-            reports = [r for part in gathered for r in part]
+            reports = gather_rows(self.trainer, reports)
         return img, txt, lab, reports
 
     def _eval_epoch_end(self, stage: str):

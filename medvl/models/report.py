@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -30,6 +29,7 @@ from medvl.data.vocab import WordTokenizer
 from medvl.losses import CaptioningLoss
 from medvl.models._compile import compile_in_place
 from medvl.models._encoder import read_pretrained_encoder
+from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import ReportGenerator
 from medvl.optim import param_groups, warmup_cosine
 
@@ -252,10 +252,7 @@ class ReportGeneration(L.LightningModule):
 
     def _score(self, stage: str) -> dict[str, float]:
         rows, self._eval = self._eval, []
-        if self.trainer.world_size > 1:
-            gathered: list[list[dict]] = [None] * self.trainer.world_size  # type: ignore[list-item]
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
+        rows = gather_rows(self.trainer, rows)
         if not rows:
             return {}
         from medvl.metrics.clinical import clinical_efficacy
@@ -274,11 +271,8 @@ class ReportGeneration(L.LightningModule):
         from rich.console import Console
         from rich.table import Table
 
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "test_reports.jsonl").open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        out = out_dir(self.trainer)
+        write_jsonl(out / "test_reports.jsonl", rows)
         (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
         headline = [k for k in ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider",
                                 "ce_micro_f1", "ce_macro_f1", "ce_micro_precision", "ce_micro_recall") if k in metrics]
@@ -306,10 +300,5 @@ class ReportGeneration(L.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         rows, self._predictions = self._predictions, []
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "predictions.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        path = write_jsonl(out_dir(self.trainer) / "predictions.jsonl", rows)
         log.info("wrote %d generated reports to %s", len(rows), path)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -42,6 +41,7 @@ from medvl.heads.vqa import ANSWER_TOKEN
 from medvl.losses import CaptioningLoss, VQALoss
 from medvl.models._compile import compile_in_place
 from medvl.models._encoder import read_pretrained_encoder
+from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import FusionVQA, GenerativeVQA
 from medvl.optim import param_groups, warmup_cosine
 
@@ -320,19 +320,11 @@ class VQA(L.LightningModule):
             self.log(f"{stage}/skipped", float(self._skipped), rank_zero_only=True)
         self._skipped = 0
 
-    def _gather(self) -> list[dict[str, Any]]:
-        rows, self._rows = self._rows, []
-        if self.trainer.world_size > 1:
-            parts: list[list[dict]] = [None] * self.trainer.world_size  # type: ignore[list-item]
-            torch.distributed.all_gather_object(parts, rows)
-            rows = [r for part in parts for r in part]
-        return rows
-
     def _score(self, stage: str) -> dict[str, float]:
         from medvl.metrics.vqa import vqa_scores
 
         self._report_skipped(stage)
-        rows = self._gather()
+        rows, self._rows = gather_rows(self.trainer, self._rows), []
         if not rows:
             return {}
         groups = {g: [r.get(g, "") for r in rows] for g in _GROUPS if any(r.get(g) for r in rows)}
@@ -374,12 +366,9 @@ class VQA(L.LightningModule):
 
         from medvl.metrics.vqa import vqa_markdown
 
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = out_dir(self.trainer)
         options = self.evaluation_options()
-        with (out / "test_answers.jsonl").open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        write_jsonl(out / "test_answers.jsonl", rows)
         (out / "test_metrics.json").write_text(json.dumps({"metrics": metrics, "options": options}, indent=2))
         title = f"VQA ({self.hparams.head} head), test split, {len(rows)} questions"
         (out / "test_metrics.md").write_text(vqa_markdown(metrics, title=title, options=options))
@@ -413,10 +402,5 @@ class VQA(L.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         rows, self._predictions = self._predictions, []
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "predictions.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        path = write_jsonl(out_dir(self.trainer) / "predictions.jsonl", rows)
         log.info("wrote %d answers to %s", len(rows), path)
