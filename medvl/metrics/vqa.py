@@ -41,6 +41,7 @@ from medvl.metrics.bootstrap import percentile_interval, resample_counts
 
 __all__ = [
     "CLOSED_RULES",
+    "HEADLINE_METRICS",
     "bleu1",
     "exact_match",
     "is_closed",
@@ -445,7 +446,7 @@ def vqa_scores(
 # Markdown report.
 # ---------------------------------------------------------------------------------
 
-_HEADLINE = (
+HEADLINE_METRICS = (
     "overall_accuracy",
     "closed_accuracy",
     "open_accuracy",
@@ -453,6 +454,7 @@ _HEADLINE = (
     "open_f1",
     "open_bleu1",
 )
+"""The metrics a VQA report leads with, in order."""
 _COUNTS = ("n", "n_closed", "n_open")
 
 
@@ -488,7 +490,7 @@ def vqa_markdown(
     if counts:
         lines += ["Questions: " + ", ".join(counts) + ".", ""]
     lines += ["| metric | value | 95% CI |", "| --- | --- | --- |"]
-    for name in _HEADLINE:
+    for name in HEADLINE_METRICS:
         if name not in metrics:
             continue
         low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")

@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 HEADS = ("fusion", "generative")
 _GROUPS = ("question_type", "content_type")
-_HEADLINE = ("overall_accuracy", "closed_accuracy", "open_accuracy", "open_recall", "open_f1", "open_bleu1")
 
 
 class VQA(L.LightningModule):
@@ -364,7 +363,7 @@ class VQA(L.LightningModule):
         from rich.console import Console
         from rich.table import Table
 
-        from medvl.metrics.vqa import vqa_markdown
+        from medvl.metrics.vqa import HEADLINE_METRICS, vqa_markdown
 
         out = out_dir(self.trainer)
         options = self.evaluation_options()
@@ -375,7 +374,7 @@ class VQA(L.LightningModule):
         table = Table(title=title)
         for col in ("metric", "value", "95% CI"):
             table.add_column(col, justify="left" if col == "metric" else "right")
-        for k in _HEADLINE:
+        for k in HEADLINE_METRICS:
             if k in metrics:
                 ci = (f"{metrics[k + '_ci_low']:.3f}–{metrics[k + '_ci_high']:.3f}" if k + "_ci_low" in metrics else "")
                 table.add_row(k, f"{metrics[k]:.4f}", ci)
