@@ -161,6 +161,40 @@ def _best_checkpoint(cli, subcommand: str) -> None:
         raise SystemExit(f"--ckpt_path best: no {stem}.ckpt in {folder}; train first or give a checkpoint path")
     config["ckpt_path"] = str(found[-1])
     log.warning("--ckpt_path best -> %s", found[-1])
+    _check_checkpoint_task(found[-1], f"{type(cli.model).__module__}.{type(cli.model).__qualname__}")
+
+
+def _resolve_class(path: object) -> object:
+    """The class a ``class_path`` names (the path itself when it does not import)."""
+    import importlib
+
+    module, _, name = str(path).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return str(path)
+
+
+def _check_checkpoint_task(ckpt: object, configured: object) -> None:
+    """Refuse a checkpoint of another task than the configured one, naming both.
+
+    LightningCLI would otherwise swap the configured model class for the checkpoint's
+    (``_class_path`` in its hyper-parameters) and run, say, a contrastive test under a
+    report-generation recipe, exiting 0 with numbers of the wrong evaluation.
+    """
+    if not ckpt or not configured or not Path(str(ckpt)).is_file():
+        return
+    import torch
+
+    try:
+        hparams = torch.load(str(ckpt), map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters")
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise SystemExit(f"medvl: cannot read checkpoint {ckpt}: {type(err).__name__}: {err}") from None
+    saved = (hparams or {}).get("_class_path")
+    if saved and _resolve_class(saved) is not _resolve_class(configured):
+        raise SystemExit(
+            f"medvl: {ckpt} is a {saved} checkpoint, but the configuration runs {configured}; give a checkpoint "
+            f"of that task, or configure the checkpoint's task (--model {saved} with its recipe)")
 
 
 def _given_model_args(config) -> dict[str, object]:
@@ -211,6 +245,9 @@ def _lightning_cli(args: list[str] | None, run: bool = True):
 
         def _parse_ckpt_path(self) -> None:
             sub = self.config.get("subcommand")
+            if sub and self.config[sub].get("ckpt_path"):
+                model = self.config[sub].get("model")
+                _check_checkpoint_task(self.config[sub]["ckpt_path"], model.get("class_path") if model else None)
             given = _given_model_args(self.config[sub]) if sub and self.config[sub].get("ckpt_path") else {}
             super()._parse_ckpt_path()
             init = self.config[sub]["model"].get("init_args") if given else None

@@ -13,18 +13,35 @@ the sample comes back as ``{"skipped": reason}``, :class:`Collate` drops it and 
 in ``batch["n_skipped"]``, and the task reports the count per epoch. :class:`Collate` also
 tokenises text fields with the task's tokenizers, so tokenisation runs in the loader
 workers.
+
+Determinism. A sample's augmentation is drawn from :meth:`ImageReportDataset.augmentation_seed`,
+a hash of (base seed, epoch, sample index), and nothing else: not the worker that loads
+it, not the samples loaded before it, not the global RNGs. The same seed therefore gives
+bitwise-identical training batches with any ``num_workers`` (and with persistent
+workers), different epochs and samples draw different augmentations, and a sample's
+augmentation does not depend on where in the epoch a run started (what an exact
+mid-epoch resume needs). The epoch lives in a shared-memory
+tensor that :meth:`ImageReportDataset.set_epoch` writes in the main process and loader
+workers (forked or spawned, persistent or not) read per sample; :class:`EpochSampler`
+calls it from ``sampler.set_epoch``, which Lightning calls before every training epoch.
+:class:`SeedWorkers` seeds the workers' global torch/NumPy/Python generators too, for
+transforms of others that draw from them. All of this is CPU work and bitwise
+repeatable on one machine with the same library versions (torch's ``randperm``,
+NumPy's ``SeedSequence``, OpenCV's kernels); whether training is bitwise repeatable is
+the model side's business (``Trainer(deterministic=True)`` on GPUs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from medvl.data.dicom import DicomReadError
 
@@ -32,11 +49,22 @@ if TYPE_CHECKING:
     from medvl.data.cache import CacheReader
     from medvl.data.pipeline import ImagePipeline
 
-__all__ = ["Collate", "ManifestError", "read_manifest", "ImageReportDataset", "collate_samples"]
+__all__ = ["Collate", "EpochSampler", "ManifestError", "read_manifest", "ImageReportDataset", "SeedWorkers",
+           "collate_samples"]
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("study_id", "image", "split")
+
+# First key of derive_seed, so that the streams of different uses never coincide.
+_AUGMENT, _ORDER, _WORKER, _LOADER = 0, 1, 2, 3
+
+
+def _derive_seed(seed: int, *keys: int) -> int:
+    # medvl.data.transforms imports MONAI; the format readers that import this module do not need it.
+    from medvl.data.transforms import derive_seed
+
+    return derive_seed(seed, *keys)
 
 
 class ManifestError(ValueError):
@@ -54,10 +82,11 @@ def read_manifest(path: str | Path, *, split: str | None = None) -> list[dict[st
         ManifestError: Missing file, malformed JSON, a row without a required key, an
             image path that leaves the dataset root, or a duplicated ``study_id``.
     """
+    from medvl.data.formats._base import inside_root
+
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
-    root = path.parent.resolve()
     rows, seen = [], set()
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -72,8 +101,7 @@ def read_manifest(path: str | Path, *, split: str | None = None) -> list[dict[st
             missing = [k for k in REQUIRED_KEYS if k not in row]
             if missing:
                 raise ManifestError(f"{path}:{lineno}: missing key(s) {missing}")
-            image = (root / row["image"]).resolve()
-            if not image.is_relative_to(root):
+            if inside_root(str(row["image"])) is None:  # lexical: symlinked folders inside the root are followed
                 raise ManifestError(f"{path}:{lineno}: image path {row['image']!r} points outside the dataset root")
             if row["study_id"] in seen:
                 raise ManifestError(f"{path}:{lineno}: duplicate study_id {row['study_id']!r}")
@@ -96,7 +124,15 @@ class ImageReportDataset(Dataset):
         cache: A prepared cache holding the pipeline's prefix (same size, channels, window).
         preload: Run the prefix on every image once, up front (see :meth:`preload`).
         progress: Show a progress bar while preloading.
+
+    Attributes:
+        seed: Base seed of the augmentation (:meth:`augmentation_seed`); None: the run's
+            seed (:func:`~medvl.data.transforms.run_seed`) at each draw, which is only the
+            same in every loader worker when ``seed_everything`` set it. The data module
+            sets it from the run's seed when it builds the training loader.
     """
+
+    seed: int | None = None
 
     def __init__(
         self,
@@ -122,11 +158,34 @@ class ImageReportDataset(Dataset):
             raise ValueError("ImageReportDataset needs the image root folder (or a cache)")
         self.skipped: dict[str, str] = {}  # study_id -> reason, for files found bad up front
         self._preloaded: torch.Tensor | None = None
+        # Shared memory: set_epoch in the main process reaches forked, spawned and persistent workers.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         if preload and cache is None:
             self.preload(progress=progress)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the augmentation seeds follow (:meth:`set_epoch`)."""
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentations of epoch ``epoch`` from now on, in this process and in every loader worker.
+
+        Call it before the epoch's iterator is created (:class:`EpochSampler` does, from
+        Lightning's ``sampler.set_epoch``); indices already handed to workers may still
+        be drawn with the old epoch.
+        """
+        self._epoch.fill_(int(epoch))
+
+    def augmentation_seed(self, index: int) -> int:
+        """The seed of item ``index``'s augmentation: a hash of (:attr:`seed`, :attr:`epoch`, ``index``)."""
+        from medvl.data.transforms import run_seed
+
+        seed = self.seed if self.seed is not None else run_seed()
+        return _derive_seed(seed, _AUGMENT, self.epoch, int(index))
 
     def load_image(self, index: int) -> np.ndarray:
         """The pipeline prefix of item ``index``: ``(C, S, S)`` float32 in [0, 1]; raises DicomReadError."""
@@ -168,12 +227,102 @@ class ImageReportDataset(Dataset):
             img = self.load_image(index)
         except DicomReadError as e:
             return {"skipped": str(e)}
+        seed = self.augmentation_seed(index) if self.pipeline.augments else None
         return {
-            "image": self.pipeline.finish(img),
+            "image": self.pipeline.finish(img, seed=seed),
             "report": str(rec.get(self.text_key) or ""),
             "labels": self.labels(rec),
             "study_id": str(rec["study_id"]),
         }
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The samples of one batch, as ``DataLoader`` fetches them: ``[self[i] for i in indices]``.
+
+        Each item's augmentation is seeded with :meth:`augmentation_seed` first, so a
+        subclass whose ``__getitem__`` calls ``pipeline.finish`` without a seed
+        (:class:`~medvl.data.vqa.VQADataset`) is seeded per sample too; indexing such a
+        subclass directly continues the stream of the last seed instead.
+        """
+        out = []
+        for i in indices:
+            if self.pipeline.augments:
+                self.pipeline.set_random_state(self.augmentation_seed(i))
+            out.append(self[i])
+        return out
+
+
+class EpochSampler(Sampler[int]):
+    """Every index of a dataset once per epoch, in an order that is a pure function of (seed, epoch).
+
+    :meth:`set_epoch` also calls ``dataset.set_epoch`` (:meth:`ImageReportDataset.set_epoch`),
+    so the augmentations follow the epoch. Lightning calls ``sampler.set_epoch`` before
+    every training epoch, with the restored epoch after a resume, and under DDP its
+    ``DistributedSamplerWrapper`` shards this sampler's order and forwards the call (not
+    a ``RandomSampler`` subclass on purpose: Lightning would replace that by a plain
+    ``DistributedSampler``). A loop of one's own calls ``loader.sampler.set_epoch(epoch)``
+    at the start of every epoch, as with ``DistributedSampler``. The order depends on
+    torch's ``randperm`` and may change with the torch version.
+
+    Args:
+        dataset: The dataset (its length, and ``set_epoch`` when it has one).
+        seed: Base seed of the order.
+        shuffle: Permute the indices (False: ``0 .. n-1``).
+    """
+
+    def __init__(self, dataset: Any, *, seed: int, shuffle: bool = True) -> None:
+        self.dataset, self.seed, self.shuffle = dataset, int(seed), shuffle
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Order (and, through the dataset, augment) the items as epoch ``epoch``."""
+        self.epoch = int(epoch)
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.epoch)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        if not self.shuffle:
+            return iter(range(n))
+        g = torch.Generator().manual_seed(_derive_seed(self.seed, _ORDER, self.epoch))
+        return iter(torch.randperm(n, generator=g).tolist())
+
+
+class SeedWorkers:
+    """``worker_init_fn`` seeding a loader worker's global generators from (seed, rank, epoch, worker id).
+
+    torch, NumPy's legacy global and Python's ``random`` get the same seed in every run,
+    different in every worker, rank and (for workers started per epoch) epoch; the epoch
+    is read from the dataset's ``epoch`` when it has one. Persistent workers are started,
+    and seeded, once. medvl's augmentation does not read these generators (it is seeded
+    per sample); they serve transforms and collate functions that do.
+
+    Args:
+        seed: The run's seed.
+        rank: The process's global rank.
+    """
+
+    def __init__(self, seed: int, rank: int = 0) -> None:
+        self.seed, self.rank = int(seed), int(rank)
+
+    def __call__(self, worker_id: int) -> None:
+        info = get_worker_info()
+        epoch = int(getattr(info.dataset, "epoch", 0)) if info is not None else 0
+        s = _derive_seed(self.seed, _WORKER, self.rank, epoch, int(worker_id))
+        torch.manual_seed(s)
+        np.random.seed(s % 2**32)
+        random.seed(s)
+
+    def generator(self) -> torch.Generator:
+        """A generator for ``DataLoader(generator=...)``.
+
+        The loader's base seed (``get_worker_info().seed``) then comes from the run's seed,
+        and iterating a loader no longer advances the main process's global torch generator.
+        """
+        return torch.Generator().manual_seed(_derive_seed(self.seed, _LOADER, self.rank))
 
 
 class Collate:

@@ -36,6 +36,7 @@ from medvl.data.pixels import (
     RGB_LIKE,
     DicomReadError,
     apply_modality,
+    as_read_error,
     check_pixel_data,
     colour_display,
     decode_pixels,
@@ -45,7 +46,6 @@ from medvl.data.pixels import (
     min_max_scale,
     open_dataset,
     photometric_interpretation,
-    scrubbed_error,
 )
 
 __all__ = [
@@ -204,9 +204,12 @@ def read_dicom(
         The pixels and the whitelisted meta (:data:`META_KEYS`).
 
     Raises:
-        DicomReadError: Missing file, not DICOM, truncated or corrupt data, no
-            pixel data, no decoder for the transfer syntax, pixel data length
-            not matching the header, too many pixels, or non-finite output.
+        DicomReadError: Missing, empty or non-DICOM file, truncated or corrupt
+            data (including a decoder that panics), no pixel data, no decoder for
+            the transfer syntax, pixel data length or codestream size not matching
+            the header, too many pixels, a declared size over
+            :data:`medvl.data.pixels.MAX_DECODED_BYTES`, or non-finite output.
+            Nothing else escapes for bad input.
         ValueError: Bad arguments (unknown preset, width <= 0, unknown output).
     """
     window = resolve_window(window)
@@ -215,14 +218,12 @@ def read_dicom(
     if output == "modality" and window is not None:
         raise ValueError("window applies to output='display' only")
     ds = open_dataset(path)
-    try:
-        return _read_dataset(
+    # pydicom converts elements lazily: a corrupt value or VR fails late, here.
+    with as_read_error(path, "corrupt DICOM header", ds):
+        image = _read_dataset(
             path, ds, window=window, all_frames=all_frames, max_pixels=max_pixels, output=output
         )
-    except DicomReadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - pydicom converts elements lazily: late parse errors
-        raise scrubbed_error(path, "corrupt DICOM header", err, ds) from err
+    return image
 
 
 def _read_dataset(
@@ -239,7 +240,7 @@ def _read_dataset(
     arr = decode_pixels(path, ds, all_frames=all_frames)
 
     photometric = photometric_interpretation(ds)
-    try:
+    with as_read_error(path, "invalid LUT or window in header", ds):  # bad LUTs / windows
         if photometric in GREY:
             views = frame_views(path, ds, frames if all_frames else 1)
             values = apply_modality(arr, views)
@@ -257,10 +258,6 @@ def _read_dataset(
             raise DicomReadError(
                 path, f"unsupported photometric interpretation {photometric or '(missing)'!r}"
             )
-    except DicomReadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - bad LUTs / windows in the header
-        raise scrubbed_error(path, "invalid LUT or window in header", err, ds) from err
 
     if not np.isfinite(pixels).all():
         raise DicomReadError(path, "decoded pixels contain NaN or infinity")

@@ -9,6 +9,9 @@ of the dict transforms of :mod:`medvl.data.transforms`:
    This is what :mod:`medvl.data.cache` stores (quantised) and what ``preload`` keeps.
 2. ``augmentation`` (training only, after the cache): the albumentations pipeline
    (:func:`~medvl.data.transforms.default_train_augmentation`), clipped back to [0, 1].
+   ``finish(image, seed=s)`` draws it from ``s`` alone; the datasets pass a seed derived
+   from (the run's seed, epoch, sample index), so augmentation repeats bit for bit under
+   the same seed and differs between epochs and samples.
 3. ``normalization``: ``(x - mean) / std`` (:class:`~medvl.data.transforms.NormalizeImaged`),
    the only place medvl normalises intensities. The numbers travel to the model (the CLI
    links them) and from there into every checkpoint and export, whose torch-only twin
@@ -34,6 +37,7 @@ from medvl.data.transforms import (
     NormalizeImaged,
     ResizeLongestPadd,
     default_train_augmentation,
+    run_seed,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +58,9 @@ class ImagePipeline:
         augment: Add the augmentation stage (training split).
         augmentation: An albumentations pipeline instead of :func:`default_train_augmentation`.
         key: Sample key holding the image path, then the image.
+        seed: Start of the augmentation's stream for :meth:`finish` calls without a seed.
+            None: :func:`~medvl.data.transforms.run_seed` for the default augmentation,
+            and ``augmentation``'s own state for one passed in.
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class ImagePipeline:
         augment: bool = False,
         augmentation: A.BaseCompose | None = None,
         key: str = "image",
+        seed: int | None = None,
     ) -> None:
         if img_size < 1 or in_chans < 1:
             raise ValueError(f"img_size and in_chans must be >= 1, got {img_size} and {in_chans}")
@@ -80,9 +88,14 @@ class ImagePipeline:
             ResizeLongestPadd(keys=key, size=self.img_size),
         ])
         steps: list[Any] = []
+        self._augmenter: AlbumentationsD | None = None
         if augment:
+            transform = augmentation or default_train_augmentation(self.img_size)
+            self._augmenter = AlbumentationsD(keys=key, transform=transform)
+            if seed is not None or augmentation is None:
+                self._augmenter.set_random_state(run_seed() if seed is None else seed)
             steps += [
-                AlbumentationsD(keys=key, transform=augmentation or default_train_augmentation(self.img_size)),
+                self._augmenter,
                 # Brightness and noise can leave [0, 1]; clip back.
                 ClipIntensityd(keys=key, low=0.0, high=1.0),
             ]
@@ -104,8 +117,26 @@ class ImagePipeline:
             d = transform(d)
         return d[self.key]
 
-    def finish(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Augmentation (when on) and normalisation of a prefix output -> ``(C, S, S)`` float32 tensor."""
+    @property
+    def augments(self) -> bool:
+        """Whether :meth:`finish` augments (the training split's pipeline)."""
+        return self._augmenter is not None
+
+    def set_random_state(self, seed: int) -> None:
+        """Restart the augmentation's random stream from ``seed`` (no-op without augmentation)."""
+        if self._augmenter is not None:
+            self._augmenter.set_random_state(seed)
+
+    def finish(self, image: np.ndarray | torch.Tensor, *, seed: int | None = None) -> torch.Tensor:
+        """Augmentation (when on) and normalisation of a prefix output -> ``(C, S, S)`` float32 tensor.
+
+        Args:
+            image: A :meth:`load` output.
+            seed: Draw the augmentation from this seed alone (bitwise repeatable on one
+                machine); None continues the stream of the last seed.
+        """
+        if seed is not None:
+            self.set_random_state(seed)
         d: Mapping[Hashable, Any] = {self.key: image}
         stages = [*(self.augmentation.transforms if self.augmentation is not None else ()),
                   *self.normalization.transforms]

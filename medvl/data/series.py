@@ -42,13 +42,13 @@ from medvl.data.pixels import (
     GREY,
     DicomReadError,
     apply_modality,
+    as_read_error,
     check_pixel_data,
     decode_pixels,
     frame_views,
     header_text,
     open_dataset,
     photometric_interpretation,
-    scrubbed_error,
 )
 
 __all__ = [
@@ -222,19 +222,20 @@ def read_series(
     volume = np.stack([s.values for s in slices])  # (D, H, W) float32
     if not np.isfinite(volume).all():
         raise DicomReadError(folder, "series values contain NaN or infinity")
-    modality = header_text(meta_ds.get("Modality"))
-    meta = {
-        "modality": modality,
-        "units": "HU" if modality == "CT" else header_text(meta_ds.get("RescaleType")),
-        "series_key": info.key,
-        "num_slices": len(slices),
-        "rows": first.shape[0],
-        "columns": first.shape[1],
-        "slice_thickness": first.thickness,
-        "body_part": header_text(meta_ds.get("BodyPartExamined")),
-        "sop_class_uid": header_text(meta_ds.get("SOPClassUID")),
-        "irregular": irregular,
-    }
+    with as_read_error(info.files[0], "corrupt DICOM header", meta_ds):
+        modality = header_text(meta_ds.get("Modality"))
+        meta = {
+            "modality": modality,
+            "units": "HU" if modality == "CT" else header_text(meta_ds.get("RescaleType")),
+            "series_key": info.key,
+            "num_slices": len(slices),
+            "rows": first.shape[0],
+            "columns": first.shape[1],
+            "slice_thickness": first.thickness,
+            "body_part": header_text(meta_ds.get("BodyPartExamined")),
+            "sop_class_uid": header_text(meta_ds.get("SOPClassUID")),
+            "irregular": irregular,
+        }
     return DicomVolume(
         volume=volume,
         spacing=(float(spacing_z), float(first.pixel_spacing[0]), float(first.pixel_spacing[1])),
@@ -258,37 +259,36 @@ def _scan(folder: str | os.PathLike[str], *, recursive: bool) -> dict[str, tuple
     root = Path(folder)
     if not root.exists():
         raise DicomReadError(folder, "folder not found")
-    found: dict[str, list[tuple[str, Any, int]]] = {}
+    found: dict[str, list[tuple[str, Any, int, tuple[str | None, int, int]]]] = {}
     for path in _candidates(root, recursive):
         try:
             ds = open_dataset(path, stop_before_pixels=True)
         except DicomReadError as err:
             if err.reason.startswith("not a DICOM file"):
-                continue  # notes, DICOMDIR-less exports, thumbnails ...
+                continue  # notes, DICOMDIR-less exports, empty files, thumbnails ...
             raise
         if "Rows" not in ds or "Columns" not in ds:
             continue  # not an image (DICOMDIR, SR, RTSTRUCT, ...)
-        try:
-            frames = int(get_nr_frames(ds, warn=False))
-        except (TypeError, ValueError) as err:
-            raise DicomReadError(path, "invalid NumberOfFrames (not an integer)") from err
-        try:
+        # Lazily converted, possibly corrupt elements (a bad VR fails here).
+        with as_read_error(path, "corrupt DICOM header", ds):
+            try:
+                frames = int(get_nr_frames(ds, warn=False))
+            except (TypeError, ValueError) as err:
+                raise DicomReadError(path, "invalid NumberOfFrames (not an integer)") from err
             uid = str(ds.get("SeriesInstanceUID", "") or "")
-            int(ds.Rows), int(ds.Columns)
-        except Exception as err:  # noqa: BLE001 - lazily converted, possibly corrupt elements
-            raise scrubbed_error(path, "corrupt DICOM header", err, ds) from err
-        found.setdefault(uid, []).append((str(path), ds, frames))
+            header = (header_text(ds.get("Modality")), int(ds.Rows), int(ds.Columns))
+        found.setdefault(uid, []).append((str(path), ds, frames, header))
     groups = {}
     for uid, members in found.items():
-        first = members[0][1]
+        _, first, _, (modality, rows, columns) = members[0]
         info = SeriesInfo(
             key=series_key(uid),
-            modality=header_text(first.get("Modality")),
+            modality=modality,
             num_files=len(members),
-            num_slices=sum(frames for _, _, frames in members),
-            rows=int(first.Rows),
-            columns=int(first.Columns),
-            files=tuple(path for path, _, _ in members),
+            num_slices=sum(frames for _, _, frames, _ in members),
+            rows=rows,
+            columns=columns,
+            files=tuple(path for path, _, _, _ in members),
         )
         groups[uid] = (info, first)
     return dict(sorted(groups.items(), key=lambda item: item[1][0].files[0]))
@@ -327,12 +327,10 @@ def _choose(
 def _read_slices(path: str) -> list[_Slice]:
     """Decode every frame of one file to modality units, with each frame's geometry."""
     ds = open_dataset(path)
-    try:
-        return _slices_of(path, ds)
-    except DicomReadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - pydicom converts elements lazily: late parse errors
-        raise scrubbed_error(path, "corrupt DICOM header", err, ds) from err
+    # pydicom converts elements lazily: a corrupt value or VR fails late, here.
+    with as_read_error(path, "corrupt DICOM header", ds):
+        slices = _slices_of(path, ds)
+    return slices
 
 
 def _slices_of(path: str, ds: Any) -> list[_Slice]:

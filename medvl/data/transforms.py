@@ -10,14 +10,27 @@ an exported encoder's torch-only preprocessing run the same code:
   ratio (longest side = ``size``, antialiased) and zero-pad to a centred square.
 * :class:`AlbumentationsD` applies an albumentations pipeline to ``(C, H, W)``
   float images; :func:`default_train_augmentation` is a mild, radiograph-safe one.
+  :func:`run_seed` and :func:`derive_seed` make its randomness a pure function of
+  (the run's seed, epoch, sample index) (see "Determinism" below).
 * :class:`NormalizeImaged` subtracts the mean and divides by the std, per channel.
 * :func:`build_image_transforms` is the whole chain for key ``"image"``
   (:class:`medvl.data.pipeline.ImagePipeline`).
+
+Determinism: albumentations (>= 2.0) draws from its own generators, never from NumPy's
+or Python's global state, and ``A.Compose(seed=None)`` seeds them from OS entropy, so
+``seed_everything`` alone does not reach it. medvl therefore seeds it explicitly:
+:meth:`AlbumentationsD.set_random_state` restarts the stream from an integer, and the
+dataset passes :func:`derive_seed` of (:func:`run_seed`, epoch, sample index) for every
+sample (:meth:`medvl.data.dataset.ImageReportDataset.augmentation_seed`). The augmented
+pixels are then bitwise identical for the same seed on the same machine, whatever the
+number of loader workers; OpenCV's vectorised kernels (``warpAffine``) may round
+differently on another CPU family or OpenCV build.
 """
 
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +58,52 @@ __all__ = [
     "ResizeLongestPadd",
     "build_image_transforms",
     "default_train_augmentation",
+    "derive_seed",
+    "run_seed",
 ]
+
+
+def run_seed() -> int:
+    """The run's seed: ``PL_GLOBAL_SEED`` when set, else ``torch.initial_seed()``.
+
+    Lightning's ``seed_everything`` (``medvl fit --seed_everything N``) sets both; the
+    environment variable is inherited by loader workers, whose ``torch.initial_seed()``
+    is their own (base seed + worker id), so resolve the seed in the main process when
+    it must be the same in every worker. Without ``seed_everything`` the seed is torch's
+    default, random per process: an unseeded run is not reproducible, by design.
+    """
+    env = os.environ.get("PL_GLOBAL_SEED")
+    return int(env) if env else torch.initial_seed()
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed that is a pure function of ``seed`` and ``keys`` (e.g. epoch, sample index).
+
+    NumPy's ``SeedSequence`` hashes them (an algorithm NumPy keeps fixed across releases),
+    so neighbouring inputs give unrelated streams; ``seed + index`` would make sample
+    ``i`` of one run draw what sample ``i + 1`` of the run seeded ``seed - 1`` draws.
+
+    Args:
+        seed: The base seed (any integer; taken modulo 2**64).
+        keys: Non-negative integers.
+    """
+    ss = np.random.SeedSequence(int(seed) % 2**64, spawn_key=tuple(int(k) for k in keys))
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _seed_albumentations(transform: A.BasicTransform | A.BaseCompose, seed: int) -> None:
+    """Restart ``transform``'s random stream from ``seed``: one NumPy and one Python generator for all its parts.
+
+    Not ``set_random_seed(seed)``: it gives every child transform its own generator seeded
+    with the same number, so their draws coincide (the rotation would track the brightness).
+
+    Raises:
+        TypeError: ``transform`` has no generators of its own (albumentations < 2.0).
+    """
+    if not hasattr(transform, "set_random_state"):
+        raise TypeError(f"{type(transform).__name__} cannot be seeded: medvl needs albumentations >= 2.0, "
+                        "whose transforms carry their own random generators")
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 class LoadMedicalImage(Transform):
@@ -245,7 +303,9 @@ class AlbumentationsD(MapTransform, RandomizableTrait):
     The image is moved to ``(H, W, C)`` for albumentations and back. The class
     carries MONAI's ``RandomizableTrait`` so that ``CacheDataset`` and
     ``PersistentDataset`` cache only the transforms before it. Randomness comes
-    from albumentations' own generator (seed it with ``A.Compose(seed=...)``).
+    from albumentations' own generators; :meth:`set_random_state` restarts them from
+    a seed (the dataset does so per sample, see the module's "Determinism"). Without
+    it the stream continues from wherever the transform's last seed left it.
 
     Args:
         keys: Keys holding ``(C, H, W)`` images (numpy or tensor).
@@ -264,6 +324,15 @@ class AlbumentationsD(MapTransform, RandomizableTrait):
             raise ValueError("AlbumentationsD needs an albumentations transform")
         self.transform = transform
 
+    def set_random_state(self, seed: int) -> AlbumentationsD:
+        """Restart the augmentation's random stream from ``seed``; the next call draws a pure function of it.
+
+        Returns:
+            self, as MONAI's ``Randomizable.set_random_state`` does.
+        """
+        _seed_albumentations(self.transform, seed)
+        return self
+
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         """Augment every key of ``data``; return a new dict."""
         d = dict(data)
@@ -280,7 +349,7 @@ class AlbumentationsD(MapTransform, RandomizableTrait):
         return d
 
 
-def default_train_augmentation(size: int) -> A.Compose:
+def default_train_augmentation(size: int, *, seed: int | None = None) -> A.Compose:
     """Mild augmentation for ``size x size`` radiographs in [0, 1].
 
     Small affine (rotate +-7 degrees, scale 0.9-1.1, translate +-5% of ``size``),
@@ -290,6 +359,8 @@ def default_train_augmentation(size: int) -> A.Compose:
 
     Args:
         size: Side of the square images the pipeline sees.
+        seed: Seed of its random stream (one generator shared by the transforms);
+            None: OS entropy, as ``A.Compose`` does.
 
     Returns:
         The albumentations pipeline.
@@ -298,7 +369,7 @@ def default_train_augmentation(size: int) -> A.Compose:
     import cv2
 
     shift = max(1, round(0.05 * size))
-    return A.Compose(
+    compose = A.Compose(
         [
             # No A.HorizontalFlip: it would swap left/right against the report.
             A.Affine(
@@ -315,6 +386,9 @@ def default_train_augmentation(size: int) -> A.Compose:
             A.GaussNoise(std_range=(0.005, 0.02), p=0.2),
         ]
     )
+    if seed is not None:
+        _seed_albumentations(compose, seed)
+    return compose
 
 
 def build_image_transforms(

@@ -199,8 +199,9 @@ class VQADataset(ImageReportDataset):
         except DicomReadError as e:
             return {"skipped": str(e)}
         pair = rec["vqa"][qi]
+        seed = self.augmentation_seed(index) if self.pipeline.augments else None
         return {
-            "image": self.pipeline.finish(img),
+            "image": self.pipeline.finish(img, seed=seed),
             "question": str(pair["question"]),
             "answer": answer,
             "answer_raw": str(pair["answer"]),

@@ -12,20 +12,38 @@ What the data is travels to the model: ``label_names``, ``img_size``, ``in_chans
 into the model's arguments, and :meth:`check_model` lets a task verify them when it is
 used outside the CLI. Tokenisation runs in the loader workers: the loaders collate with
 the task's ``tokenizers()`` (:class:`~medvl.data.dataset.Collate`).
+
+The same seed (``medvl fit --seed_everything N``) gives the same batches: the loaders
+take the run's seed (:func:`~medvl.data.transforms.run_seed`) when they are built; the
+training order and every sample's augmentation are pure functions of (seed, epoch,
+index) (:class:`~medvl.data.dataset.EpochSampler`, whose ``set_epoch`` Lightning calls
+before each training epoch and which passes the epoch on to the dataset), whatever
+``num_workers`` is; the workers' global generators are seeded from (seed, rank, epoch,
+worker id) (:class:`~medvl.data.dataset.SeedWorkers`). See "Determinism" in
+:mod:`medvl.data.dataset` for what is bitwise and where. The batches being equal, two
+CPU runs train to bitwise-equal weights on one machine with the same thread count
+(``torch.get_num_threads()``: parallel reductions split their work by it); on GPUs some
+kernels (atomics in scatter/index_add and some backward passes) are not deterministic
+unless ``--trainer.deterministic true`` (``torch.use_deterministic_algorithms``).
+Without ``--seed_everything`` LightningCLI draws a random seed (and saves it in the
+run's ``config.yaml``), so only the same seed repeats a run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from medvl.data.cache import CacheMismatchError, CacheReader, CacheSpec, build_cache, is_complete, read_cache_manifest
-from medvl.data.dataset import Collate, ImageReportDataset
+from medvl.data.dataset import Collate, EpochSampler, ImageReportDataset, ManifestError, SeedWorkers
 from medvl.data.pipeline import ImagePipeline
 from medvl.data.sources import RecordSource
+from medvl.data.transforms import run_seed
 
 __all__ = ["ImageTextDataModule"]
 
@@ -195,10 +213,46 @@ class ImageTextDataModule(L.LightningDataModule):
         tokenizers = task.tokenizers() if task is not None and hasattr(task, "tokenizers") else {}
         return Collate(tokenizers)
 
+    def _check_texts(self, split: str) -> None:
+        """A task that reads the text (its ``text_fields`` name ``"report"``) must get one in every record.
+
+        Raises:
+            ManifestError: A record whose ``text_key`` field is missing, null or blank,
+                naming the manifest file and line when the source is a manifest (else the
+                source and the study), and how many records of the split lack it.
+        """
+        task = self.trainer.lightning_module if self.trainer is not None else None
+        if "report" not in getattr(task, "text_fields", ()):
+            return
+        records = self._dataset(split).records
+        missing = [r for r in records if not str(r.get(self.text_key) or "").strip()]
+        if not missing:
+            return
+        sid = str(missing[0]["study_id"])
+        where = f"{type(self.source).__name__} study {sid!r}"
+        path = getattr(self.source, "path", None)
+        if path is not None and Path(path).is_file():
+            with open(path, encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    if f'"{sid}"' in line and str(json.loads(line).get("study_id")) == sid:
+                        where = f"{path}:{lineno}"
+                        break
+        raise ManifestError(
+            f"{where}: no {self.text_key!r} text ({len(missing)} of the {len(records)} {split} records lack it); "
+            f"{type(task).__name__} trains on it: fill it in, drop those rows, or choose another text_key")
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        """A loader seeded from the run's seed (read now: ``seed_everything`` comes first)."""
+        self._check_texts(split)
+        dataset = self._dataset(split)
+        seed = run_seed()
+        dataset.seed = seed  # the augmentation's base seed, the same in every worker
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        workers = SeedWorkers(seed, rank)
         return DataLoader(
-            self._dataset(split), batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,
-            num_workers=self.num_workers, collate_fn=self.collate(), persistent_workers=self.num_workers > 0,
+            dataset, batch_size=self.batch_size, sampler=EpochSampler(dataset, seed=seed) if shuffle else None,
+            drop_last=shuffle, num_workers=self.num_workers, collate_fn=self.collate(),
+            persistent_workers=self.num_workers > 0, worker_init_fn=workers, generator=workers.generator(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -76,6 +76,9 @@ class ContrastivePretraining(L.LightningModule):
             ``trainer.precision: bf16-mixed`` for the Triton kernels of :mod:`medvl.kernels`.
     """
 
+    text_fields = ("report",)
+    """Sample fields the task reads text from: every record must have one (the data module checks)."""
+
     def __init__(
         self,
         vision_encoder: str = "vit_small_patch16",

@@ -92,6 +92,9 @@ class ReportGeneration(L.LightningModule):
             or a mode name (CPU bf16 fast path: ``max-autotune-no-cudagraphs``).
     """
 
+    text_fields = ("report",)
+    """Sample fields the task reads text from: every record must have one (the data module checks)."""
+
     def __init__(
         self,
         pretrained: str | None = None,

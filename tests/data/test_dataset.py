@@ -65,6 +65,19 @@ def test_manifest_errors_name_file_line_and_reason(tmp_path):
         assert str(path) in str(err.value)
     with pytest.raises(ManifestError, match="not found"):
         read_manifest(tmp_path / "absent.jsonl")
+    for escape in ("/etc/passwd", "images/../../x.dcm"):
+        with pytest.raises(ManifestError, match="outside the dataset root"):
+            read_manifest(_write(tmp_path, [json.dumps({**good, "image": escape})]))
+
+
+def test_a_symlinked_image_folder_inside_the_root_is_followed(tmp_path):
+    elsewhere = tmp_path / "store" / "images"
+    elsewhere.mkdir(parents=True)
+    root = tmp_path / "dataset"
+    root.mkdir()
+    (root / "images").symlink_to(elsewhere, target_is_directory=True)
+    (root / "manifest.jsonl").write_text(json.dumps({"study_id": "a", "image": "images/a.dcm", "split": "train"}) + "\n")
+    assert [r["study_id"] for r in read_manifest(root / "manifest.jsonl")] == ["a"]
 
 
 def test_split_filter_and_labels(synthetic):

@@ -151,6 +151,41 @@ def test_ckpt_path_best_in_a_fresh_cli(dataset, tmp_path, caplog):
     assert f"--ckpt_path best -> {run / 'checkpoints' / 'best.ckpt'}" in caplog.text
 
 
+
+def test_a_checkpoint_of_another_task_is_refused(dataset, tmp_path):
+    """A contrastive checkpoint given to a report-generation run stops it, naming both tasks.
+
+    LightningCLI alone would replace the configured class by the checkpoint's and run a
+    contrastive test under the report recipe, exiting 0.
+    """
+    run = tmp_path / "run"
+    main(["fit", *TINY_MODEL, *_data_args(dataset), *_trainer_args(run)])
+    ckpt = next(run.rglob("*.ckpt"))
+    report = ["--model", "medvl.models.ReportGeneration", "--model.vision_encoder", "test_vit_tiny_patch8"]
+    with pytest.raises(SystemExit) as e:
+        main(["test", *report, *_data_args(dataset), *_trainer_args(run), "--ckpt_path", str(ckpt)])
+    msg = str(e.value)
+    assert "medvl.models.ContrastivePretraining checkpoint" in msg and "medvl.models.ReportGeneration" in msg
+    assert str(ckpt) in msg
+    # The matching task still loads it.
+    main(["validate", *TINY_MODEL, *_data_args(dataset), *_trainer_args(run), "--ckpt_path", str(ckpt)])
+
+
+def test_a_record_without_its_text_stops_the_run_naming_file_and_line(dataset, tmp_path):
+    """A manifest row without ``report`` is an error (not an empty text trained on), located to its line."""
+    rows = [json.loads(line) for line in (dataset / "manifest.jsonl").read_text().splitlines()]
+    target = next(i for i, r in enumerate(rows) if r["split"] == "train")
+    del rows[target]["report"]
+    manifest = dataset / "no_text.jsonl"  # beside the images: its paths are relative to its folder
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        data = ["--data", "medvl.datamodules.ManifestDataModule", "--data.manifest", str(manifest),
+                "--data.img_size", "32", "--data.batch_size", "8"]
+        with pytest.raises(ValueError, match=rf"no_text\.jsonl:{target + 1}: no 'report' text \(1 of the"):
+            main(["fit", *TINY_MODEL, *data, *_trainer_args(tmp_path / "run")])
+    finally:
+        manifest.unlink()
+
 # -- the task without the CLI -----------------------------------------------------------
 
 def _task(**kw):
