@@ -138,22 +138,57 @@ class AnswerClassifier(nn.Module):
     2018) lets the question select image features directly ("is there an effusion?"
     reads the effusion feature), which a concatenation alone learns only slowly.
 
+    ``pool`` decides how the image stream is pooled:
+
+    - ``"mean"``: the mean over image tokens, as METER. It forgets where a token was, so
+      "which side?", "which lobe?" and "is it on the left?" must be answered from what
+      the co-attention layers wrote into the tokens, which they learn slowly.
+    - ``"spatial"`` (default): that mean plus a position-preserving readout -- every
+      image token reduced to ``spatial_channels`` values, the ``(tokens x channels)``
+      map flattened and projected to ``dim`` -- so a linear map over the image grid can
+      read a finding's side and lobe, and the product with the question selects the
+      finding asked about. On the synthetic set with a frozen demo encoder it lifts
+      validation accuracy from 0.86 to 0.91 (closed) and 0.71 to 0.85 (open): side
+      0.58 to 0.85, lobe 0.36 to 0.79 (``benchmarks/vqa_pooling.py``). It needs a fixed
+      number of image tokens, i.e. one image size.
+
     Args:
         dim: Fusion width.
         num_answers: Size of the answer vocabulary.
         dropout: Dropout before the output layer.
+        pool: ``"mean"`` or ``"spatial"`` (above).
+        num_image_tokens: Tokens of the image stream (required by ``"spatial"``).
+        spatial_channels: Values kept per image token by the ``"spatial"`` readout.
     """
 
-    def __init__(self, dim: int, num_answers: int, dropout: float = 0.1) -> None:
+    POOLS = ("mean", "spatial")
+
+    def __init__(self, dim: int, num_answers: int, dropout: float = 0.1, pool: str = "spatial",
+                 num_image_tokens: int | None = None, spatial_channels: int = 16) -> None:
         super().__init__()
+        if pool not in self.POOLS:
+            raise ValueError(f"AnswerClassifier: pool must be one of {self.POOLS}, got {pool!r}")
+        if pool == "spatial" and not num_image_tokens:
+            raise ValueError("AnswerClassifier: pool='spatial' needs num_image_tokens (the image stream's length)")
+        self.pool, self.num_image_tokens = pool, num_image_tokens
         self.text_pool = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
         self.image_pool = nn.Sequential(nn.Linear(dim, dim), nn.Tanh())
+        self.spatial: nn.Module | None = None
+        if pool == "spatial":
+            self.spatial = nn.ModuleDict({"reduce": nn.Linear(dim, spatial_channels),
+                                          "proj": nn.Linear(num_image_tokens * spatial_channels, dim)})
         self.mlp = nn.Sequential(nn.Linear(3 * dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(2 * dim, num_answers))
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Fused streams -> answer logits ``(B, num_answers)``."""
-        t, v = self.text_pool(masked_mean(text, text_mask)), self.image_pool(image.mean(1))
+        v = self.image_pool[0](image.mean(1))
+        if self.spatial is not None:
+            if image.shape[1] != self.num_image_tokens:
+                raise ValueError(f"the spatial readout was built for {self.num_image_tokens} image tokens, "
+                                 f"got {image.shape[1]}")
+            v = v + self.spatial["proj"](self.spatial["reduce"](image).flatten(1))
+        t, v = self.text_pool(masked_mean(text, text_mask)), self.image_pool[1](v)
         return self.mlp(torch.cat([t, v, t * v], dim=-1))
 
 

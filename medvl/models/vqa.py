@@ -77,6 +77,10 @@ class VQA(L.LightningModule):
             local Hugging Face encoder such as the bundled MiniLM).
         text_kwargs: Fusion head: overrides for the question encoder.
         fusion_kwargs: Fusion head: ``dim``, ``depth``, ``num_heads``, ``dropout``.
+        pool: Fusion head: ``spatial`` (default; the image stream's mean plus a
+            position-preserving readout, which side and lobe questions need) or ``mean``
+            (METER's; see :class:`medvl.heads.vqa.AnswerClassifier`).
+        spatial_channels: Fusion head: values per image token of the ``spatial`` readout.
         loss: Fusion head: ``bce`` (soft scores, summed over answers) or ``ce``.
         answers: The answer vocabulary; None takes the data module's at set-up (then
             saved with the checkpoint).
@@ -122,6 +126,8 @@ class VQA(L.LightningModule):
         text_encoder: str = "text_transformer_tiny",
         text_kwargs: dict[str, Any] | None = None,
         fusion_kwargs: dict[str, Any] | None = None,
+        pool: Literal["mean", "spatial"] = "spatial",
+        spatial_channels: int = 16,
         loss: Literal["bce", "ce"] = "bce",
         answers: list[str] | None = None,
         closed_candidates: list[str] | None = None,
@@ -148,7 +154,7 @@ class VQA(L.LightningModule):
         super().__init__()
         choices = {"head": (head, HEADS), "answer_mode": (answer_mode, ("generate", "rank")),
                    "rank_candidates": (rank_candidates, ("closed", "all")), "decoding": (decoding, ("greedy", "beam")),
-                   "loss": (loss, ("bce", "ce"))}
+                   "loss": (loss, ("bce", "ce")), "pool": (pool, ("mean", "spatial"))}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"VQA: {name} must be one of {allowed}, got {value!r}")
@@ -162,7 +168,8 @@ class VQA(L.LightningModule):
                       vision_kwargs=hp.vision_kwargs, encoder=encoder, freeze=freeze, unfreeze_last=unfreeze_last)
         if head == "fusion":
             self.model: FusionVQA | GenerativeVQA = FusionVQA(
-                answers, text_encoder=text_encoder, text_kwargs=text_kwargs, fusion_kwargs=fusion_kwargs, **common)
+                answers, text_encoder=text_encoder, text_kwargs=text_kwargs, fusion_kwargs=fusion_kwargs, pool=pool,
+                spatial_channels=spatial_channels, **common)
             self.loss_fn: torch.nn.Module = VQALoss(loss, label_smoothing=label_smoothing if loss == "ce" else 0.0)
         else:
             self.model = GenerativeVQA(
@@ -347,7 +354,7 @@ class VQA(L.LightningModule):
         opts.update(head=hp.head, answers_in_vocabulary=len(hp.answers or ()),
                     checkpoint=str(self.trainer.ckpt_path) if self.trainer.ckpt_path else "weights in memory")
         if hp.head == "fusion":
-            opts.update(loss=hp.loss, prediction="argmax over the answer vocabulary")
+            opts.update(loss=hp.loss, image_pool=hp.pool, prediction="argmax over the answer vocabulary")
         else:
             opts.update(decoder=hp.decoder, answer_mode=hp.answer_mode, decoding=hp.decoding)
             if hp.decoding == "beam":

@@ -57,6 +57,10 @@ class FusionVQA(nn.Module):
             ``hf_text`` with ``text_kwargs["model_path"]`` for a local Hugging Face model).
         text_kwargs: Overrides for the question encoder.
         fusion_kwargs: ``dim``, ``depth``, ``num_heads``, ``dropout`` of the fusion layers.
+        pool: How the classifier pools the image stream: ``spatial`` (default: the mean
+            plus a position-preserving readout, which "which side?" and "which lobe?"
+            need) or ``mean`` (METER's); see :class:`medvl.heads.vqa.AnswerClassifier`.
+        spatial_channels: Values per image token kept by the ``spatial`` readout.
     """
 
     def __init__(
@@ -73,6 +77,8 @@ class FusionVQA(nn.Module):
         text_encoder: str = "text_transformer_tiny",
         text_kwargs: dict[str, Any] | None = None,
         fusion_kwargs: dict[str, Any] | None = None,
+        pool: Literal["mean", "spatial"] = "spatial",
+        spatial_channels: int = 16,
     ) -> None:
         super().__init__()
         self.visual = encoder if encoder is not None else create_encoder(
@@ -80,9 +86,11 @@ class FusionVQA(nn.Module):
         self.freeze, self.unfreeze_last = freeze, unfreeze_last
         apply_freeze(self.visual, freeze, unfreeze_last)
         self.text = create_encoder(text_encoder, **(text_kwargs or {}))
+        self.num_image_tokens = self._count_tokens(img_size, in_chans)
         self.fusion = FusionEncoder(self.text.num_features, self.visual.num_features,
-                                    num_image_tokens=self._count_tokens(img_size, in_chans), **(fusion_kwargs or {}))
-        self.head_dropout = (fusion_kwargs or {}).get("dropout", 0.1)
+                                    num_image_tokens=self.num_image_tokens, **(fusion_kwargs or {}))
+        self.head_kwargs = {"dropout": (fusion_kwargs or {}).get("dropout", 0.1), "pool": pool,
+                            "num_image_tokens": self.num_image_tokens, "spatial_channels": spatial_channels}
         self.answers: list[str] = []
         self.head: AnswerClassifier | None = None
         if answers is not None:
@@ -96,7 +104,7 @@ class FusionVQA(nn.Module):
             raise ValueError("the answer vocabulary repeats answers")
         self.answers = list(answers)
         device = self.fusion.text_proj.weight.device
-        self.head = AnswerClassifier(self.fusion.dim, len(self.answers), dropout=self.head_dropout).to(device)
+        self.head = AnswerClassifier(self.fusion.dim, len(self.answers), **self.head_kwargs).to(device)
 
     def _count_tokens(self, img_size: int, in_chans: int) -> int:
         """Tokens ``visual.forward_features`` gives for one image (a dry run in eval mode)."""
