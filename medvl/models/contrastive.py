@@ -22,6 +22,7 @@ from medvl.losses import ClipLoss, SigLipLoss
 from medvl.metrics.retrieval import retrieval_recall_at_k
 from medvl.metrics.zeroshot import prompt_embeddings, zero_shot_auroc, zero_shot_scores
 from medvl.models._compile import compile_in_place
+from medvl.models._health import RunHealth
 from medvl.models._reporting import gather_rows, report_metrics
 from medvl.networks import ImageTextModel
 from medvl.optim import param_groups, warmup_cosine
@@ -136,7 +137,7 @@ class ContrastivePretraining(L.LightningModule):
             self.prompts, self.unscored = dict(prompts), [n for n in names if n not in prompts]
         self._label_index = [names.index(k) for k in self.prompts]  # label columns by name, in prompt order
         self._eval_outputs: list[dict[str, Any]] = []
-        self._skipped = 0
+        self.health = RunHealth()
 
     # -- data ---------------------------------------------------------------------------
 
@@ -164,17 +165,17 @@ class ContrastivePretraining(L.LightningModule):
 
     # -- training -----------------------------------------------------------------------
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        self._skipped += int(batch.get("n_skipped", 0))
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self.health.count(batch)
         out = self.model(batch["image"], self._text(batch))
         loss = self.loss_fn(**out)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/logit_scale", out["logit_scale"], batch_size=bs)
-        return loss
+        return self.health.guard(self, loss)
 
     def on_train_epoch_end(self) -> None:
-        self._report_skipped("train")
+        self.health.report(self, "train")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -187,7 +188,7 @@ class ContrastivePretraining(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------
 
     def _eval_step(self, batch: dict[str, Any]) -> None:
-        self._skipped += int(batch.get("n_skipped", 0))
+        self.health.count(batch)
         self._eval_outputs.append({
             "image_features": self.model.encode_image(batch["image"]).float(),
             "text_features": self.model.encode_text(self._text(batch)).float(),
@@ -250,11 +251,6 @@ class ContrastivePretraining(L.LightningModule):
         metrics.update(retrieval_recall_at_k(img, txt, ks=self.hparams.retrieval_ks, groups=groups))
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", float(v), sync_dist=False, rank_zero_only=True)
-        self._report_skipped(stage)
+        self.health.report(self, stage)
         return metrics, scores, lab.cpu().numpy()
 
-    def _report_skipped(self, stage: str) -> None:
-        skipped, self._skipped = self._skipped, 0
-        self.log(f"{stage}/skipped_samples", float(skipped), rank_zero_only=True)
-        if skipped and self.trainer.is_global_zero:
-            log.warning("%s: skipped %d unreadable sample(s) this epoch", stage, skipped)

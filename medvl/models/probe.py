@@ -31,6 +31,7 @@ from medvl.encoders import EncoderSource, read_encoder_source
 from medvl.losses import MaskedBCELoss
 from medvl.metrics.classification import multilabel_auroc
 from medvl.models._compile import compile_in_place
+from medvl.models._health import RunHealth
 from medvl.models._reporting import report_classification
 from medvl.networks import ImageClassifier
 from medvl.optim import param_groups, warmup_cosine
@@ -124,7 +125,7 @@ class Classifier(L.LightningModule):
                                  f"{hp.vision_kwargs}: {err}") from err
         compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._skipped = 0
+        self.health = RunHealth()
 
     # -- construction -----------------------------------------------------------------
 
@@ -196,19 +197,19 @@ class Classifier(L.LightningModule):
         return labels
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self._skipped += int(batch.get("n_skipped", 0))
+        self.health.count(batch)
         if "image" not in batch:  # every sample of the batch was unreadable
             return None
         out = self(batch["image"])
         loss = self.loss_fn(**out, labels=self._labels(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
-        return loss
+        return self.health.guard(self, loss)
 
     def on_train_epoch_end(self) -> None:
-        self._report_skipped("train")
+        self.health.report(self, "train")
 
     def _eval_step(self, batch: dict[str, Any]) -> None:
-        self._skipped += int(batch.get("n_skipped", 0))
+        self.health.count(batch)
         if "image" in batch:
             self._outputs.append((torch.sigmoid(self(batch["image"])["logits"]).float(), self._labels(batch)))
 
@@ -222,14 +223,8 @@ class Classifier(L.LightningModule):
         probs = torch.sigmoid(self(batch["image"])["logits"])
         return {"study_id": batch.get("study_id"), "probabilities": probs, "label_names": self.label_names}
 
-    def _report_skipped(self, stage: str) -> None:
-        skipped, self._skipped = self._skipped, 0
-        self.log(f"{stage}/skipped_samples", float(skipped), rank_zero_only=True)
-        if skipped and self.trainer.is_global_zero:
-            log.warning("%s: skipped %d unreadable sample(s) this epoch", stage, skipped)
-
     def _epoch_end(self, stage: str) -> dict[str, float]:
-        self._report_skipped(stage)
+        self.health.report(self, stage)
         if not self._outputs:
             return {}
         scores = torch.cat([s for s, _ in self._outputs])

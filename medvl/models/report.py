@@ -28,6 +28,7 @@ from medvl.data.labels import CHEXPERT_LABELS
 from medvl.data.vocab import WordTokenizer
 from medvl.losses import CaptioningLoss
 from medvl.models._compile import compile_in_place
+from medvl.models._health import RunHealth
 from medvl.models._encoder import read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import ReportGenerator
@@ -152,6 +153,7 @@ class ReportGeneration(L.LightningModule):
         compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
         self.loss_fn = CaptioningLoss(label_smoothing=label_smoothing)
         self._eval: list[dict[str, Any]] = []
+        self.health = RunHealth()
         self._predictions: list[dict[str, str]] = []
 
     # -- construction -----------------------------------------------------------------
@@ -218,11 +220,15 @@ class ReportGeneration(L.LightningModule):
                          "stage 2, training projector and LM" if train_lm else "stage 1, projector only")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self.health.count(batch)
         if "image" not in batch:
             return None
         loss = self.loss_fn(**self.model(batch["image"], self._tokens(batch)))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
-        return loss
+        return self.health.guard(self, loss)
+
+    def on_train_epoch_end(self) -> None:
+        self.health.report(self, "train")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -237,6 +243,7 @@ class ReportGeneration(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        self.health.count(batch)
         if "image" not in batch:
             return
         loss = self.loss_fn(**self.model(batch["image"], self._tokens(batch)))
@@ -254,6 +261,7 @@ class ReportGeneration(L.LightningModule):
         self._eval_step(batch, batch_idx, "test")
 
     def _score(self, stage: str) -> dict[str, float]:
+        self.health.report(self, stage)
         rows, self._eval = self._eval, []
         rows = gather_rows(self.trainer, rows)
         if not rows:

@@ -40,6 +40,7 @@ from medvl.data.vocab import SPECIAL_TOKENS, WordTokenizer
 from medvl.heads.vqa import ANSWER_TOKEN
 from medvl.losses import CaptioningLoss, VQALoss
 from medvl.models._compile import compile_in_place
+from medvl.models._health import RunHealth
 from medvl.models._encoder import read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import FusionVQA, GenerativeVQA
@@ -181,7 +182,7 @@ class VQA(L.LightningModule):
         self._index = {a: i for i, a in enumerate(answers or [])}
         self._rows: list[dict[str, Any]] = []
         self._predictions: list[dict[str, str]] = []
-        self._skipped = 0
+        self.health = RunHealth()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -254,15 +255,15 @@ class VQA(L.LightningModule):
                 self.model.set_train_lm(train_lm)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self._skipped += int(batch.get("n_skipped", 0))
+        self.health.count(batch)
         if "image" not in batch:
             return None
         loss = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
-        return loss
+        return self.health.guard(self, loss)
 
     def on_train_epoch_end(self) -> None:
-        self._report_skipped("train")
+        self.health.report(self, "train")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -304,7 +305,7 @@ class VQA(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        self._skipped += int(batch.get("n_skipped", 0))
+        self.health.count(batch)
         if "image" not in batch:
             return
         self.log(f"{stage}/loss", self._loss(batch), batch_size=batch["image"].shape[0])
@@ -320,16 +321,10 @@ class VQA(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _report_skipped(self, stage: str) -> None:
-        if self._skipped:
-            log.warning("%s: %d unreadable sample(s) skipped this epoch", stage, self._skipped)
-            self.log(f"{stage}/skipped", float(self._skipped), rank_zero_only=True)
-        self._skipped = 0
-
     def _score(self, stage: str) -> dict[str, float]:
         from medvl.metrics.vqa import vqa_scores
 
-        self._report_skipped(stage)
+        self.health.report(self, stage)
         rows, self._rows = gather_rows(self.trainer, self._rows), []
         if not rows:
             return {}
