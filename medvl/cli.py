@@ -506,5 +506,56 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+"""What a user's input causes and can fix: medvl's own errors (``ManifestError``,
+``DicomReadError``, ``CacheMismatchError`` are ValueErrors) and missing or unreadable files."""
+
+
+def _expected(err: BaseException) -> bool:
+    from medvl.models._health import NonFiniteLossError
+
+    try:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+    except ImportError:  # pragma: no cover - lightning is a dependency
+        MisconfigurationException = ()  # type: ignore[assignment]  # noqa: N806
+    return isinstance(err, (*EXPECTED_ERRORS, NonFiniteLossError, MisconfigurationException))
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The ``medvl`` console script: :func:`main`, with expected errors as one or two lines.
+
+    An expected error (:data:`EXPECTED_ERRORS`, a diverged run, a Lightning
+    misconfiguration) prints ``medvl: <type>: <message>`` and exits 1; ``--debug``
+    (anywhere in the arguments) or ``MEDVL_DEBUG=1`` shows the traceback instead.
+    Anything else is a bug and keeps its traceback.
+    """
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("MEDVL_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if debug:
+        sys.argv[1:] = argv
+        return main(argv)
+    sys.argv[1:] = argv
+    try:
+        return main(argv)
+    except Exception as err:  # noqa: BLE001 - sorted into expected and not just below
+        # jsonargparse wraps an error raised while instantiating a class in its own
+        # ValueError ("Does not validate against any of the Union subtypes"): report the cause.
+        chain, e = [], err
+        while e is not None and e not in chain:
+            chain.append(e)
+            e = e.__cause__ or e.__context__
+        if not _expected(chain[-1]) and not all(_expected(x) for x in chain):
+            raise
+        cause = next((x for x in reversed(chain) if _expected(x)), err)
+        message = str(cause).strip() or repr(cause)
+        err = cause
+        print(f"medvl: {type(err).__name__}: {message}\n(--debug or MEDVL_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())
