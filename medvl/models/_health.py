@@ -1,9 +1,11 @@
 """What every task does for a run's health: count skipped samples, refuse non-finite losses.
 
 A loader drops an unreadable sample (``{"skipped": reason}``) and :class:`medvl.data.dataset.Collate`
-counts it in ``batch["n_skipped"]``; :meth:`RunHealth.count` adds it up and
+counts it in ``batch["n_skipped"]``; :meth:`RunHealth.count` adds it up per stage and
 :meth:`RunHealth.report` logs ``<stage>/skipped_samples`` once per epoch, summed over all
-ranks, with a warning when there were any.
+ranks, with a warning when there were any. Each stage has its own counter: Lightning runs
+the validation epoch's end before the training epoch's, so one shared counter would
+report the training split's skips as validation's.
 
 A non-finite loss (NaN or infinity, from a bad sample or a diverging step) would corrupt
 every weight through AdamW's moments. :meth:`RunHealth.guard` turns it into a skipped
@@ -41,17 +43,26 @@ class RunHealth:
         if max_nonfinite_in_row < 1:
             raise ValueError(f"max_nonfinite_in_row must be at least 1, got {max_nonfinite_in_row}")
         self.max_nonfinite_in_row = max_nonfinite_in_row
-        self.skipped = 0
+        self.skipped: dict[str, int] = {}
         self.nonfinite_steps = 0
         self.nonfinite_in_row = 0
 
-    def count(self, batch: dict[str, Any]) -> None:
-        """Add the batch's skipped samples."""
-        self.skipped += int(batch.get("n_skipped", 0))
+    @staticmethod
+    def stage(module) -> str:
+        """``train``, ``val``, ``test`` or ``predict``: what ``module``'s trainer is running."""
+        trainer = module._trainer
+        if trainer is None or trainer.training:
+            return "train"
+        return "test" if trainer.testing else "predict" if trainer.predicting else "val"
+
+    def count(self, module, batch: dict[str, Any]) -> None:
+        """Add the batch's skipped samples to the counter of the stage ``module`` is in."""
+        stage = self.stage(module)
+        self.skipped[stage] = self.skipped.get(stage, 0) + int(batch.get("n_skipped", 0))
 
     def report(self, module, stage: str) -> int:
-        """Log ``<stage>/skipped_samples`` (all ranks' sum) and reset; return the sum."""
-        local, self.skipped = self.skipped, 0
+        """Log ``<stage>/skipped_samples`` (all ranks' sum) and reset that stage; return the sum."""
+        local = self.skipped.pop(stage, 0)
         trainer = module._trainer
         total = local
         if trainer is not None and trainer.world_size > 1:

@@ -166,7 +166,9 @@ class ContrastivePretraining(L.LightningModule):
     # -- training -----------------------------------------------------------------------
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self.health.count(batch)
+        self.health.count(self, batch)
+        if "image" not in batch:  # every sample of the batch was unreadable
+            return None
         out = self.model(batch["image"], self._text(batch))
         loss = self.loss_fn(**out)
         bs = batch["image"].shape[0]
@@ -188,7 +190,9 @@ class ContrastivePretraining(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------
 
     def _eval_step(self, batch: dict[str, Any]) -> None:
-        self.health.count(batch)
+        self.health.count(self, batch)
+        if "image" not in batch:  # every sample of the batch was unreadable
+            return
         self._eval_outputs.append({
             "image_features": self.model.encode_image(batch["image"]).float(),
             "text_features": self.model.encode_text(self._text(batch)).float(),
@@ -231,6 +235,7 @@ class ContrastivePretraining(L.LightningModule):
         return img, txt, lab, reports
 
     def _eval_epoch_end(self, stage: str):
+        self.health.report(self, stage)
         if not self._eval_outputs:
             return {}, None, None
         img, txt, lab, reports = self._gather()
@@ -251,6 +256,5 @@ class ContrastivePretraining(L.LightningModule):
         metrics.update(retrieval_recall_at_k(img, txt, ks=self.hparams.retrieval_ks, groups=groups))
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", float(v), sync_dist=False, rank_zero_only=True)
-        self.health.report(self, stage)
         return metrics, scores, lab.cpu().numpy()
 

@@ -197,7 +197,7 @@ class Classifier(L.LightningModule):
         return labels
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self.health.count(batch)
+        self.health.count(self, batch)
         if "image" not in batch:  # every sample of the batch was unreadable
             return None
         out = self(batch["image"])
@@ -209,7 +209,7 @@ class Classifier(L.LightningModule):
         self.health.report(self, "train")
 
     def _eval_step(self, batch: dict[str, Any]) -> None:
-        self.health.count(batch)
+        self.health.count(self, batch)
         if "image" in batch:
             self._outputs.append((torch.sigmoid(self(batch["image"])["logits"]).float(), self._labels(batch)))
 

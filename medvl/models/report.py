@@ -220,7 +220,7 @@ class ReportGeneration(L.LightningModule):
                          "stage 2, training projector and LM" if train_lm else "stage 1, projector only")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self.health.count(batch)
+        self.health.count(self, batch)
         if "image" not in batch:
             return None
         loss = self.loss_fn(**self.model(batch["image"], self._tokens(batch)))
@@ -243,7 +243,7 @@ class ReportGeneration(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------
 
     def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
-        self.health.count(batch)
+        self.health.count(self, batch)
         if "image" not in batch:
             return
         loss = self.loss_fn(**self.model(batch["image"], self._tokens(batch)))

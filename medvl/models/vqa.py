@@ -255,7 +255,7 @@ class VQA(L.LightningModule):
                 self.model.set_train_lm(train_lm)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self.health.count(batch)
+        self.health.count(self, batch)
         if "image" not in batch:
             return None
         loss = self._loss(batch)
@@ -305,7 +305,7 @@ class VQA(L.LightningModule):
     # -- evaluation ---------------------------------------------------------------------
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        self.health.count(batch)
+        self.health.count(self, batch)
         if "image" not in batch:
             return
         self.log(f"{stage}/loss", self._loss(batch), batch_size=batch["image"].shape[0])

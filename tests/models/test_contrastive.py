@@ -107,19 +107,25 @@ def _identifying_values(dataset: Path) -> set[str]:
 
 
 def test_bad_file_is_skipped_counted_and_no_header_value_leaks(dataset, tmp_path, caplog):
+    import csv
+
     data = tmp_path / "data"
     shutil.copytree(dataset, data)
     train = [r for r in read_manifest(data / "manifest.jsonl", split="train")]
-    victim = data / train[0]["image"]
-    victim.write_bytes(victim.read_bytes()[:300])  # truncated mid-header
+    val = [r for r in read_manifest(data / "manifest.jsonl", split="val")]
+    for victim in (data / train[0]["image"], data / train[1]["image"], data / val[0]["image"]):
+        victim.write_bytes(victim.read_bytes()[:300])  # truncated mid-header
     run = tmp_path / "run"
     # One batch holds the whole training split, so the bad file is met whatever the order.
     with caplog.at_level(logging.WARNING, logger="medvl"):
         main(["fit", *TINY_MODEL, *_data_args(data, preload="false", batch_size=str(len(train))), *_trainer_args(run),
-              "--trainer.limit_train_batches", "1.0", "--trainer.limit_val_batches", "0"])
-    assert "train: skipped 1 unreadable sample(s) this epoch" in caplog.text
-    metrics = (next(run.rglob("metrics.csv"))).read_text()
-    assert "train/skipped_samples" in metrics
+              "--trainer.limit_train_batches", "1.0", "--trainer.num_sanity_val_steps", "0"])
+    # Each split's skips under its own name (validation ends before the training epoch does).
+    assert "train: skipped 2 unreadable sample(s) this epoch" in caplog.text
+    assert "val: skipped 1 unreadable sample(s) this epoch" in caplog.text
+    rows = list(csv.DictReader(next(run.rglob("metrics.csv")).open()))
+    logged = {k: float(r[k]) for r in rows for k in ("train/skipped_samples", "val/skipped_samples") if r.get(k)}
+    assert logged == {"train/skipped_samples": 2.0, "val/skipped_samples": 1.0}
 
     # No fake patient name, ID or accession number reaches the run's files.
     secrets = _identifying_values(dataset)
