@@ -55,6 +55,7 @@ __all__ = ["Collate", "EpochSampler", "ManifestError", "read_manifest", "ImageRe
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("study_id", "image", "split")
+_NAMED_SKIPS = 20  # unreadable files named one by one when preloading; the rest are counted by reason
 
 # First key of derive_seed, so that the streams of different uses never coincide.
 _AUGMENT, _ORDER, _WORKER, _LOADER = 0, 1, 2, 3
@@ -212,8 +213,15 @@ class ImageReportDataset(Dataset):
                 keep.append(self.records[i])
             except DicomReadError as e:
                 self.skipped[str(self.records[i]["study_id"])] = e.reason
+                if len(self.skipped) <= _NAMED_SKIPS:
+                    log.warning("skipping %s (study %s): %s", e.path, self.records[i]["study_id"], e.reason)
         if self.skipped:
-            log.warning("skipped %d unreadable image(s) of %d", len(self.skipped), len(self.records))
+            from collections import Counter
+
+            reasons = Counter(self.skipped.values()).most_common()
+            more = f" ({len(self.skipped) - _NAMED_SKIPS} not named above)" if len(self.skipped) > _NAMED_SKIPS else ""
+            log.warning("skipped %d unreadable image(s) of %d%s; by reason: %s", len(self.skipped), len(self.records),
+                        more, "; ".join(f"{n} x {r}" for r, n in reasons))
         self.records = keep
         self._preloaded = torch.stack(arrays) if arrays else torch.zeros(0)
 

@@ -131,3 +131,23 @@ def test_read_error_is_a_value_error_naming_the_file(tmp_path):
     with pytest.raises(DicomReadError) as err:
         read_dicom(p)
     assert isinstance(err.value, ValueError) and str(p) in str(err.value)
+
+
+def test_preload_names_each_unreadable_file_and_counts_by_reason(synthetic, tmp_path, caplog):
+    import logging
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic, data)
+    rows = read_manifest(data / "manifest.jsonl")
+    bad = [data / rows[0]["image"], data / rows[1]["image"]]
+    bad[0].write_bytes(bad[0].read_bytes()[:300])  # truncated
+    bad[1].write_bytes(b"")  # empty
+    with caplog.at_level(logging.WARNING, logger="medvl"):
+        ds = ImageReportDataset(rows, data, pipeline=ImagePipeline(32), label_names=list(FINDINGS), preload=True,
+                                progress=False)
+    assert len(ds) == len(rows) - 2 and set(ds.skipped) == {rows[0]["study_id"], rows[1]["study_id"]}
+    for path in bad:
+        assert str(path) in caplog.text
+    assert "not a DICOM file (empty file)" in caplog.text
+    assert f"skipped 2 unreadable image(s) of {len(rows)}; by reason: 1 x" in caplog.text
