@@ -226,6 +226,84 @@ def _given_model_args(config) -> dict[str, object]:
     return given
 
 
+def _params(cls) -> set[str]:
+    """``__init__`` parameter names of ``cls`` and, where it forwards ``**kwargs``, of its bases."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in getattr(cls, "__mro__", ()):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    return names
+
+
+def _unknown_config_keys(args: list[str]) -> list[str]:
+    """Lines naming each key of the YAML files in ``args`` that its class does not take, and the nearest one.
+
+    Called after the parser refused the configuration, to say where the offending key was
+    written (the parser names it only in the merged configuration).
+    """
+    import difflib
+
+    import yaml
+
+    def load(path: Path) -> dict:
+        try:
+            body = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    files: list[tuple[Path, str | None]] = []  # (file, group it configures; None: a whole config)
+    classes: dict[str, object] = {}
+    i = 0
+    while i < len(args):
+        arg, value = args[i], args[i + 1] if i + 1 < len(args) else ""
+        i += 1
+        group = arg[2:] if arg in ("--config", "--model", "--data", "--trainer") else None
+        if group is None or not value.endswith((".yaml", ".yml")) or not Path(value).is_file():
+            continue
+        i += 1
+        path = Path(value)
+        body = load(path)
+        if group == "config":
+            files.append((path, None))
+            for g, rel in (body.get(RECIPE_BASE) or {}).items():
+                if isinstance(rel, str) and (path.parent / rel).is_file():
+                    files.insert(len(files) - 1, ((path.parent / rel).resolve(), g))
+        else:
+            files.append((path, group))
+    out = []
+    for path, group in files:
+        body = load(path)
+        sections = {group: body} if group else {g: body.get(g) for g in ("trainer", "model", "data")}
+        for g, section in sections.items():
+            if not isinstance(section, dict):
+                continue
+            if g == "trainer":
+                import lightning as L
+
+                given, valid, prefix = section, _params(L.Trainer), "trainer"
+            else:
+                if section.get("class_path"):
+                    classes[g] = _resolve_class(section["class_path"])
+                cls = classes.get(g)
+                if not isinstance(cls, type):
+                    continue
+                given, valid, prefix = section.get("init_args") or {}, _params(cls), f"{g}.init_args"
+            for key in given:
+                if key not in valid:
+                    near = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.6)
+                    hint = f"; nearest valid key: {prefix}.{near[0]}" if near else ""
+                    out.append(f"medvl: {path}: unknown key {prefix}.{key}{hint}")
+    return out
+
+
 def _lightning_cli(args: list[str] | None, run: bool = True):
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
@@ -233,7 +311,8 @@ def _lightning_cli(args: list[str] | None, run: bool = True):
     import medvl.datamodules  # noqa: F401  (registers the class paths for --data)
     import medvl.models  # noqa: F401
 
-    expanded = expand_recipes(list(sys.argv[1:] if args is None else args))
+    given = list(sys.argv[1:] if args is None else args)  # as typed, recipes unexpanded
+    expanded = expand_recipes(given)
     explicit_verbose = any(a.startswith("--verbose") for a in expanded)
     if args is None:  # the console script: LightningCLI reads sys.argv (it warns when given both)
         sys.argv[1:] = expanded
@@ -295,6 +374,11 @@ def _lightning_cli(args: list[str] | None, run: bool = True):
             run=run,
             save_config_kwargs={"overwrite": True},
         )
+    except SystemExit as exit_:
+        if exit_.code == 2:  # the parser refused the configuration: say which file holds the bad key
+            for line in _unknown_config_keys(given):
+                print(line, file=sys.stderr)
+        raise
     finally:
         sys.argv = saved_argv
 

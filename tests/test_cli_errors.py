@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from medvl.cli import console
@@ -44,3 +46,24 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "synth", broken)
     with pytest.raises(TypeError, match="a bug"):
         console(["synth"])
+
+
+def test_a_misspelled_key_names_its_yaml_file_and_the_nearest_key(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"base:\n  model: {root / 'models/clip_vitc_nano.yaml'}\n"
+                      f"  data: {root / 'datamodules/synthetic_cxr.yaml'}\n  trainer: {root / 'trainer/cpu.yaml'}\n"
+                      "model:\n  init_args:\n    warmup_fracton: 0.1\n")
+    trainer = tmp_path / "trainer.yaml"
+    trainer.write_text("max_epoch: 3\n")
+    with pytest.raises(SystemExit) as e:
+        console(["fit", "--config", str(recipe)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"medvl: {recipe}: unknown key model.init_args.warmup_fracton; "
+            "nearest valid key: model.init_args.warmup_fraction") in err
+    with pytest.raises(SystemExit):
+        console(["fit", "--trainer", str(trainer), "--model", str(root / "models/clip_vitc_nano.yaml"),
+                 "--data", str(root / "datamodules/synthetic_cxr.yaml")])
+    assert f"medvl: {trainer}: unknown key trainer.max_epoch; nearest valid key: trainer.max_epochs" in \
+        capsys.readouterr().err
