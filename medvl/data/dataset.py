@@ -243,21 +243,6 @@ class ImageReportDataset(Dataset):
             "study_id": str(rec["study_id"]),
         }
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """The samples of one batch, as ``DataLoader`` fetches them: ``[self[i] for i in indices]``.
-
-        Each item's augmentation is seeded with :meth:`augmentation_seed` first, so a
-        subclass whose ``__getitem__`` calls ``pipeline.finish`` without a seed
-        (:class:`~medvl.data.vqa.VQADataset`) is seeded per sample too; indexing such a
-        subclass directly continues the stream of the last seed instead.
-        """
-        out = []
-        for i in indices:
-            if self.pipeline.augments:
-                self.pipeline.set_random_state(self.augmentation_seed(i))
-            out.append(self[i])
-        return out
-
 
 class EpochSampler(Sampler[int]):
     """Every index of a dataset once per epoch, in an order that is a pure function of (seed, epoch).

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, apply_windowing
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -25,16 +24,7 @@ from medvl.data.dicom import (
     read_image,
     resolve_window,
 )
-
-
-def _testfile(name: str) -> str:
-    try:
-        path = get_testdata_file(name)
-    except Exception as err:  # noqa: BLE001 - pydicom-data download failure etc.
-        pytest.skip(f"{name} not available: {err}")
-    if path is None:
-        pytest.skip(f"{name} not in the installed pydicom test data")
-    return str(path)
+from tests.data._pydicom_files import pydicom_file
 
 
 def _reference(path: str) -> np.ndarray:
@@ -120,7 +110,7 @@ def stored() -> np.ndarray:
     ],
 )
 def test_greyscale_matches_pydicom_pipeline(name: str) -> None:
-    path = _testfile(name)
+    path = str(pydicom_file(name))
     image = read_dicom(path)
     assert isinstance(image, DicomImage)
     assert image.pixels.dtype == np.float32
@@ -130,18 +120,18 @@ def test_greyscale_matches_pydicom_pipeline(name: str) -> None:
 
 
 def test_chest_cr_is_monochrome1_and_lossless_j2k_matches() -> None:
-    uncompressed = read_dicom(_testfile("RG1_UNCR.dcm"))
-    compressed = read_dicom(_testfile("RG1_J2KR.dcm"))
+    uncompressed = read_dicom(str(pydicom_file("RG1_UNCR.dcm")))
+    compressed = read_dicom(str(pydicom_file("RG1_J2KR.dcm")))
     assert uncompressed.meta["photometric_interpretation"] == "MONOCHROME1"
     assert uncompressed.meta["modality"] == "CR"
-    ds = dcmread(_testfile("RG1_UNCR.dcm"), stop_before_pixels=True)
+    ds = dcmread(str(pydicom_file("RG1_UNCR.dcm")), stop_before_pixels=True)
     first = lambda v: float(v[0] if v.VM > 1 else v.value)  # noqa: E731
     assert uncompressed.meta["window"] == (first(ds["WindowCenter"]), first(ds["WindowWidth"]))
     np.testing.assert_array_equal(uncompressed.pixels, compressed.pixels)
 
 
 def test_window_override_uses_modality_units() -> None:
-    path = _testfile("CT_small.dcm")
+    path = str(pydicom_file("CT_small.dcm"))
     ds = dcmread(path)
     hu = apply_modality_lut(ds.pixel_array, ds)
     lung = read_dicom(path, window=(-600, 1500))
@@ -152,7 +142,7 @@ def test_window_override_uses_modality_units() -> None:
 
 
 def test_window_override_replaces_file_window() -> None:
-    path = _testfile("MR_small.dcm")
+    path = str(pydicom_file("MR_small.dcm"))
     assert read_dicom(path).meta["window"] == (600.0, 1600.0)
     assert read_dicom(path, window=(100, 50)).meta["window"] == (100.0, 50.0)
     with pytest.raises(ValueError, match="width"):
@@ -171,8 +161,8 @@ def test_window_override_replaces_file_window() -> None:
     ],
 )
 def test_colour_files_give_rgb_matching_the_rgb_original(name: str) -> None:
-    rgb = read_dicom(_testfile("SC_rgb.dcm")).pixels
-    other = read_dicom(_testfile(name)).pixels
+    rgb = read_dicom(str(pydicom_file("SC_rgb.dcm"))).pixels
+    other = read_dicom(str(pydicom_file(name))).pixels
     assert rgb.shape == other.shape == (100, 100, 3)
     assert other.dtype == np.float32
     np.testing.assert_allclose(other, rgb, atol=8 / 255)  # chroma subsampling / JPEG error
@@ -180,14 +170,14 @@ def test_colour_files_give_rgb_matching_the_rgb_original(name: str) -> None:
 
 
 def test_palette_colour() -> None:
-    image = read_dicom(_testfile("examples_palette.dcm"))
+    image = read_dicom(str(pydicom_file("examples_palette.dcm")))
     assert image.pixels.shape == (350, 800, 3)
     assert 0.0 <= image.pixels.min() and image.pixels.max() <= 1.0
     assert image.meta["photometric_interpretation"] == "PALETTE COLOR"
 
 
 def test_multiframe_first_or_all_frames() -> None:
-    path = _testfile("emri_small.dcm")
+    path = str(pydicom_file("emri_small.dcm"))
     first = read_dicom(path)
     every = read_dicom(path, all_frames=True)
     assert first.pixels.shape == (64, 64)
@@ -195,7 +185,7 @@ def test_multiframe_first_or_all_frames() -> None:
     assert every.meta["number_of_frames"] == 10
     frames = dcmread(path).pixel_array.astype(np.float64)  # no VOI: min-max over the frames read
     np.testing.assert_allclose(every.pixels, (frames - frames.min()) / np.ptp(frames), atol=1e-6)
-    rle = read_dicom(_testfile("emri_small_RLE.dcm"), all_frames=True)
+    rle = read_dicom(str(pydicom_file("emri_small_RLE.dcm")), all_frames=True)
     np.testing.assert_array_equal(every.pixels, rle.pixels)
 
 
@@ -248,7 +238,7 @@ def test_meta_whitelist_has_no_identifying_values(tmp_path: Path, stored: np.nda
 
 
 def test_meta_of_real_file_has_no_patient_name() -> None:
-    path = _testfile("CT_small.dcm")
+    path = str(pydicom_file("CT_small.dcm"))
     ds = dcmread(path, stop_before_pixels=True)
     meta = read_dicom(path).meta
     assert str(ds.PatientName) not in repr(meta)
@@ -287,14 +277,14 @@ def test_not_a_dicom_file(tmp_path: Path) -> None:
 
 
 def test_truncated_in_pixel_data(tmp_path: Path) -> None:
-    data = Path(_testfile("CT_small.dcm")).read_bytes()
+    data = pydicom_file("CT_small.dcm").read_bytes()
     path = tmp_path / "truncated.dcm"
     path.write_bytes(data[: len(data) - 5000])  # cut inside the 32 KiB pixel data
     _raises(path, "pixel data is .* bytes .* needs")
 
 
 def test_truncated_in_header(tmp_path: Path) -> None:
-    data = Path(_testfile("CT_small.dcm")).read_bytes()
+    data = pydicom_file("CT_small.dcm").read_bytes()
     (tmp_path / "cut_early.dcm").write_bytes(data[:300])  # inside the first data element
     _raises(tmp_path / "cut_early.dcm", "no PixelData element: nothing after the file meta")
     assert data.find(b"\x28\x00\x11\x00") < 5000 < data.find(b"\xe0\x7f\x10\x00")
@@ -307,7 +297,7 @@ def test_truncated_in_header(tmp_path: Path) -> None:
 
 
 def test_no_pixel_data(tmp_path: Path) -> None:
-    ds = dcmread(_testfile("CT_small.dcm"))
+    ds = dcmread(str(pydicom_file("CT_small.dcm")))
     del ds.PixelData
     path = tmp_path / "header_only.dcm"
     ds.save_as(path)
@@ -322,13 +312,13 @@ def test_pixel_data_length_mismatch(tmp_path: Path, stored: np.ndarray) -> None:
 
 
 def test_over_max_pixels() -> None:
-    path = _testfile("CT_small.dcm")
+    path = str(pydicom_file("CT_small.dcm"))
     _raises(path, "over max_pixels=1000", max_pixels=1000)
     assert read_dicom(path, max_pixels=None).pixels.shape == (128, 128)
 
 
 def test_unknown_transfer_syntax(tmp_path: Path) -> None:
-    data = Path(_testfile("CT_small.dcm")).read_bytes()
+    data = pydicom_file("CT_small.dcm").read_bytes()
     old = b"1.2.840.10008.1.2.1\x00"  # Explicit VR Little Endian, padded to even length
     assert data.count(old) == 1
     path = tmp_path / "made_up_syntax.dcm"
@@ -337,7 +327,7 @@ def test_unknown_transfer_syntax(tmp_path: Path) -> None:
 
 
 def test_transfer_syntax_without_decoder_is_named(tmp_path: Path) -> None:
-    ds = dcmread(_testfile("JPEG2000.dcm"))
+    ds = dcmread(str(pydicom_file("JPEG2000.dcm")))
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2 video: no pixel decoder
     path = tmp_path / "mpeg2.dcm"
     ds.save_as(path)
@@ -377,7 +367,7 @@ def test_jpeg_rgb_becomes_grey(tmp_path: Path) -> None:
 
 
 def test_read_image_dispatch_and_png_errors(tmp_path: Path) -> None:
-    assert read_image(_testfile("CT_small.dcm")).meta["modality"] == "CT"
+    assert read_image(str(pydicom_file("CT_small.dcm"))).meta["modality"] == "CT"
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     with pytest.raises(DicomReadError, match=re.escape(str(bad))):
@@ -407,7 +397,7 @@ def test_window_presets_are_named_ct_windows() -> None:
 
 
 def test_window_preset_equals_its_tuple() -> None:
-    path = _testfile("CT_small.dcm")
+    path = str(pydicom_file("CT_small.dcm"))
     by_name = read_dicom(path, window="bone")
     by_value = read_dicom(path, window=WINDOW_PRESETS["bone"])
     np.testing.assert_array_equal(by_name.pixels, by_value.pixels)
@@ -430,7 +420,7 @@ def test_window_preset_equals_its_tuple() -> None:
 def test_voi_functions_match_pydicom_windowing(
     tmp_path: Path, name: str, function: str, center: float, width: float
 ) -> None:
-    ds = dcmread(_testfile(name))
+    ds = dcmread(str(pydicom_file(name)))
     ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = center, width, function
     path = tmp_path / f"{function}_{name}"
     ds.save_as(path)
@@ -447,7 +437,7 @@ def test_voi_functions_match_pydicom_windowing(
 
 
 def test_modality_output_is_hounsfield_units() -> None:
-    path = _testfile("CT_small.dcm")
+    path = str(pydicom_file("CT_small.dcm"))
     ds = dcmread(path)
     image = read_dicom(path, output="modality")
     expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
@@ -460,11 +450,11 @@ def test_modality_output_is_hounsfield_units() -> None:
     with pytest.raises(ValueError, match="applies to output='display' only"):
         read_dicom(path, output="modality", window="lung")
     with pytest.raises(DicomReadError, match="needs a greyscale image"):
-        read_dicom(_testfile("SC_rgb.dcm"), output="modality")
+        read_dicom(str(pydicom_file("SC_rgb.dcm")), output="modality")
 
 
 def test_enhanced_ct_takes_rescale_and_window_from_functional_groups() -> None:
-    path = _testfile("eCT_Supplemental.dcm")
+    path = str(pydicom_file("eCT_Supplemental.dcm"))
     ds = dcmread(path)
     assert "RescaleIntercept" not in ds and "WindowCenter" not in ds  # only in the groups
     hu = read_dicom(path, all_frames=True, output="modality").pixels
@@ -515,7 +505,7 @@ def test_installed_decoder_without_plugin(tmp_path: Path, monkeypatch: pytest.Mo
     assert decoder.is_available
     monkeypatch.setattr(decoder, "_available", {})
     monkeypatch.setattr(decoder, "_unavailable", {"pylibjpeg": ("pylibjpeg", "pylibjpeg-openjpeg")})
-    path = _testfile("MR_small_jp2klossless.dcm")
+    path = str(pydicom_file("MR_small_jp2klossless.dcm"))
     err = _raises(path, r"no installed decoder for transfer syntax 1\.2\.840\.10008\.1\.2\.4\.90")
     assert "pylibjpeg-openjpeg" in err.reason
 
@@ -547,4 +537,4 @@ def test_late_parse_errors_become_dicom_read_errors(monkeypatch: pytest.MonkeyPa
         raise OSError("No tag to read at file position 3E8")
 
     monkeypatch.setattr(dicom, "_meta", lazy_failure)
-    _raises(_testfile("CT_small.dcm"), r"corrupt DICOM header \(OSError: No tag to read")
+    _raises(str(pydicom_file("CT_small.dcm")), r"corrupt DICOM header \(OSError: No tag to read")

@@ -30,7 +30,6 @@ import pydicom.pixels
 import pytest
 from PIL import Image
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -39,6 +38,7 @@ import medvl.data.pixels as pixels
 from medvl.data.dicom import DicomImage, DicomReadError, read_image
 from medvl.data.pixels import as_read_error, is_decoder_panic, is_read_failure
 from medvl.data.series import list_series, read_series
+from tests.data._pydicom_files import pydicom_file
 
 CODEC_FILES = {
     "rle": "MR_small_RLE.dcm",
@@ -60,16 +60,6 @@ NATIVE_FILES = ("CT_small.dcm", "MR_small.dcm", "image_dfl.dcm")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on damaged headers
 
 CASE_SECONDS = 10.0  # no case may take longer: a hang fails instead of blocking the run
-
-
-def _testfile(name: str) -> Path:
-    try:
-        path = get_testdata_file(name)
-    except Exception as err:  # noqa: BLE001 - pydicom-data download failure etc.
-        pytest.skip(f"{name} not available: {err}")
-    if path is None:
-        pytest.skip(f"{name} not in the installed pydicom test data")
-    return Path(path)
 
 
 class _Hang(BaseException):
@@ -187,7 +177,7 @@ def test_folder_named_dcm(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", [*NATIVE_FILES, *CODEC_FILES.values()])
 def test_truncated_files(tmp_path: Path, name: str) -> None:
-    data = _testfile(name).read_bytes()
+    data = pydicom_file(name).read_bytes()
     cuts = sorted({1, 64, 128, 132, 140, 200, 400, *(int(len(data) * f) for f in (0.1, 0.5, 0.9))})
     cuts += [len(data) - 3, len(data) - 1]
     for cut in cuts:
@@ -205,7 +195,7 @@ def test_truncated_files(tmp_path: Path, name: str) -> None:
     "name", ["CT_small.dcm", *(CODEC_FILES[c] for c in CODEC_FILES if c not in LARGE_CODECS)]
 )
 def test_flipped_header_bytes(tmp_path: Path, name: str) -> None:
-    data = _testfile(name).read_bytes()
+    data = pydicom_file(name).read_bytes()
     header_end = data.rfind(b"\xe0\x7f\x10\x00")  # the PixelData tag
     assert header_end > 132
     for position in np.linspace(0, header_end + 12, 30).astype(int):
@@ -224,7 +214,7 @@ def test_flipped_header_bytes(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("where", ["header", "middle", "everywhere", "tail"])
 def test_noisy_compressed_pixel_data(tmp_path: Path, codec: str, where: str) -> None:
     """Overwrite bytes inside the first fragment; the codestream or RLE header, or its data."""
-    ds = dcmread(_testfile(CODEC_FILES[codec]))
+    ds = dcmread(pydicom_file(CODEC_FILES[codec]))
     frames = _frames(ds)
     rng = np.random.default_rng(sorted(CODEC_FILES).index(codec))
     for trial in range(4):
@@ -252,7 +242,7 @@ def test_rle_decoder_panic_becomes_dicom_read_error(tmp_path: Path) -> None:
     The panic is ``pyo3_runtime.PanicException``, a BaseException that ``except
     Exception`` does not catch; it used to kill a DataLoader worker.
     """
-    ds = dcmread(_testfile(CODEC_FILES["rle"]))
+    ds = dcmread(pydicom_file(CODEC_FILES["rle"]))
     frame = bytearray(_frames(ds)[0])
     count, first, second = struct.unpack_from("<3L", frame)
     assert (count, first) == (2, 64)  # 16-bit greyscale: two byte segments
@@ -289,7 +279,7 @@ def test_panic_is_a_read_failure_but_interrupts_are_not() -> None:
 
 def test_jp2_box_of_length_zero_does_not_hang(tmp_path: Path) -> None:
     """pydicom's ``get_j2k_parameters`` loops forever on a JP2 box of length 0."""
-    ds = dcmread(_testfile(CODEC_FILES["j2k"]))
+    ds = dcmread(pydicom_file(CODEC_FILES["j2k"]))
     jp2 = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x00ftyp" + _frames(ds)[0]
     path = _save(_with_frames(ds, [jp2]), tmp_path / "jp2_loop.dcm")
     started = time.perf_counter()
@@ -311,7 +301,7 @@ def test_codestream_declaring_a_huge_image_is_refused_before_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str, marker: bytes, offset: int
 ) -> None:
     """Decoders allocate what the codestream header says (65535 x 65535 took 13 s and 6 GB)."""
-    ds = dcmread(_testfile(CODEC_FILES[codec]))
+    ds = dcmread(pydicom_file(CODEC_FILES[codec]))
     frame = bytearray(_frames(ds)[0])
     j2k = codec.startswith("j2k")
     header = (int(ds.Rows), int(ds.Columns), int(ds.SamplesPerPixel))
@@ -341,20 +331,20 @@ def test_codestream_declaring_a_huge_image_is_refused_before_decoding(
 def test_native_pixel_data_of_the_wrong_length(
     tmp_path: Path, change: Callable[[bytes], bytes], reason: str
 ) -> None:
-    ds = dcmread(_testfile("CT_small.dcm"))
+    ds = dcmread(pydicom_file("CT_small.dcm"))
     ds.PixelData = change(ds.PixelData)
     _refused(_save(ds, tmp_path / "length.dcm"), reason)
 
 
 def test_encapsulated_pixel_data_of_the_wrong_length(tmp_path: Path) -> None:
-    ds = dcmread(_testfile(CODEC_FILES["jpeg_ls"]))
+    ds = dcmread(pydicom_file(CODEC_FILES["jpeg_ls"]))
     frame = _frames(ds)[0]
     for cut in (2, len(frame) // 2):
         path = _save(_with_frames(ds, [frame[:cut]]), tmp_path / f"cut{cut}.dcm")
         _refused(path)
     path = _save(_with_frames(ds, [frame[:-2]]), tmp_path / "no_eoi.dcm")
     _refused(path, "no end marker; truncated")  # libjpeg would fill the missing rows in
-    ds = dcmread(_testfile(CODEC_FILES["rle_multiframe"]))
+    ds = dcmread(pydicom_file(CODEC_FILES["rle_multiframe"]))
     path = _save(_with_frames(ds, _frames(ds)[:4]), tmp_path / "missing_frames.dcm")
     _refused(path, "NumberOfFrames is 10 but the encapsulated pixel data holds only 4 fragments")
 
@@ -379,7 +369,7 @@ def test_encapsulated_pixel_data_of_the_wrong_length(tmp_path: Path) -> None:
 def test_false_transfer_syntax(
     tmp_path: Path, name: str, old: str, new: str, reason: str | None
 ) -> None:
-    data = _testfile(name).read_bytes()
+    data = pydicom_file(name).read_bytes()
     padded_old, padded_new = (uid.encode() + b"\x00" * (len(uid) % 2) for uid in (old, new))
     assert len(padded_old) == len(padded_new) and data.count(padded_old) == 1
     path = tmp_path / "false_syntax.dcm"
@@ -481,7 +471,7 @@ def test_absurd_declared_sizes_are_refused_before_decoding(
     kwargs: dict[str, object],
     reason: str,
 ) -> None:
-    ds = dcmread(_testfile(name))
+    ds = dcmread(pydicom_file(name))
     for keyword, value in attrs.items():
         setattr(ds, keyword, value)
     path = _save(ds, tmp_path / "absurd.dcm")
@@ -492,7 +482,7 @@ def test_absurd_declared_sizes_are_refused_before_decoding(
 def test_decoded_byte_limit_is_configurable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = _testfile("CT_small.dcm")
+    path = pydicom_file("CT_small.dcm")
     assert pixels.MAX_DECODED_BYTES == 2 * 1024**3
     monkeypatch.setattr(pixels, "MAX_DECODED_BYTES", 32768)  # exactly 128 x 128 x 2 bytes
     assert read_image(path).pixels.shape == (128, 128)
@@ -505,7 +495,7 @@ def test_deflate_bomb_is_refused_before_inflating(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """pydicom inflates a Deflated dataset in one call; 4 MB of zeros deflate to a few KB."""
-    ds = dcmread(_testfile("CT_small.dcm"))
+    ds = dcmread(pydicom_file("CT_small.dcm"))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds.add_new(0x00091010, "OB", b"\x00" * 4_000_000)
     path = _save(ds, tmp_path / "deflate_bomb.dcm")
@@ -513,7 +503,7 @@ def test_deflate_bomb_is_refused_before_inflating(
     assert read_image(path).pixels.shape == (128, 128)  # under the default limit: fine
     monkeypatch.setattr(pixels, "MAX_DECODED_BYTES", 1_000_000)
     _refused(path, r"Deflated dataset inflates to more than 1000000 bytes")
-    assert read_image(_testfile("image_dfl.dcm")).pixels.shape == (512, 512)
+    assert read_image(pydicom_file("image_dfl.dcm")).pixels.shape == (512, 512)
     corrupt = bytearray(path.read_bytes())
     corrupt[-2000:-1000] = b"\xff" * 1000
     (tmp_path / "deflate_corrupt.dcm").write_bytes(corrupt)
@@ -525,7 +515,7 @@ def test_deflate_bomb_is_refused_before_inflating(
 
 def _with_bad_vr(name: str, tmp_path: Path, *tags: bytes) -> Path:
     """Copy of ``name`` whose elements ``tags`` (group, element, VR bytes) carry VR 'ZZ'."""
-    data = _testfile(name).read_bytes()
+    data = pydicom_file(name).read_bytes()
     for tag in tags:
         assert data.count(tag) == 1, tag
         data = data.replace(tag, tag[:4] + b"ZZ")
@@ -561,7 +551,7 @@ def test_unknown_value_representation(tmp_path: Path, tags: tuple[bytes, ...], r
 
 def test_unknown_value_representation_while_quoting_a_decoder_error(tmp_path: Path) -> None:
     """The error message is scrubbed of identifying values; one with a bad VR used to escape."""
-    ds = dcmread(_testfile(CODEC_FILES["rle"]))
+    ds = dcmread(pydicom_file(CODEC_FILES["rle"]))
     frame = bytearray(_frames(ds)[0])
     struct.pack_into("<L", frame, 4, 65)  # first segment offset: the decoder refuses it
     source = _save(_with_frames(ds, [bytes(frame)]), tmp_path / "rle.dcm")
@@ -593,7 +583,7 @@ def test_series_with_unknown_value_representation(tmp_path: Path, tags: tuple[by
 def test_series_skips_empty_and_non_dicom_files_but_refuses_broken_slices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    good = _testfile("CT_small.dcm").read_bytes()
+    good = pydicom_file("CT_small.dcm").read_bytes()
     (tmp_path / "slice.dcm").write_bytes(good)
     (tmp_path / "empty.dcm").write_bytes(b"")
     (tmp_path / "notes.dcm").write_text("not an image")
@@ -604,14 +594,14 @@ def test_series_skips_empty_and_non_dicom_files_but_refuses_broken_slices(
     with pytest.raises(DicomReadError, match=r"slice\.dcm: pixel data is .* bytes"):
         read_series(tmp_path)
 
-    ds = dcmread(_testfile("CT_small.dcm"))
+    ds = dcmread(pydicom_file("CT_small.dcm"))
     ds.Rows, ds.Columns = 65535, 65535
     ds.save_as(tmp_path / "slice.dcm")
     with _no_decoding(monkeypatch):
         with pytest.raises(DicomReadError, match=r"slice\.dcm: declared image 65535 x 65535"):
             read_series(tmp_path, max_voxels=None)
 
-    ds = dcmread(_testfile(CODEC_FILES["rle"]))
+    ds = dcmread(pydicom_file(CODEC_FILES["rle"]))
     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 0], [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing = [1, 1]
     frame = bytearray(_frames(ds)[0])

@@ -8,21 +8,14 @@ import numpy as np
 import pytest
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged
 from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from medvl.data.dicom import DicomReadError, read_dicom
 from medvl.data.monai_reader import MedvlDicomReader
 from medvl.data.series import read_series
+from tests.data._pydicom_files import pydicom_file
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-def _testfile(name: str) -> str:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} not in the installed pydicom test data")
-    return str(path)
 
 
 def _patient_point(ds: object, row: float, col: float) -> np.ndarray:
@@ -34,7 +27,7 @@ def _patient_point(ds: object, row: float, col: float) -> np.ndarray:
 
 
 def _oblique_copy(tmp_path: Path) -> Path:
-    ds = dcmread(_testfile("CT_small.dcm"))
+    ds = dcmread(str(pydicom_file("CT_small.dcm")))
     ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.6, 0.0, -0.8]  # oblique, unit, orthogonal
     ds.ImagePositionPatient = [12.0, -30.0, 45.0]
     ds.PixelSpacing = [0.5, 0.8]  # rows 0.5 mm apart, columns 0.8 mm apart
@@ -61,7 +54,7 @@ def test_loadimage_2d_matches_read_dicom_and_geometry(tmp_path: Path) -> None:
 
 
 def test_numpy_order_and_lps() -> None:
-    path = _testfile("CT_small.dcm")
+    path = str(pydicom_file("CT_small.dcm"))
     ds = dcmread(path)
     reader = MedvlDicomReader(numpy_order=True, affine_lps_to_ras=False, window="lung")
     img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(path)
@@ -72,7 +65,7 @@ def test_numpy_order_and_lps() -> None:
 
 
 def test_modality_output_gives_hounsfield_units() -> None:
-    path = _testfile("CT_small.dcm")
+    path = str(pydicom_file("CT_small.dcm"))
     ds = dcmread(path)
     img = LoadImage(reader=MedvlDicomReader(output="modality", numpy_order=True), image_only=True)(
         path
@@ -81,7 +74,7 @@ def test_modality_output_gives_hounsfield_units() -> None:
 
 
 def test_rgb_channel_last_becomes_first() -> None:
-    path = _testfile("SC_rgb.dcm")
+    path = str(pydicom_file("SC_rgb.dcm"))
     img = LoadImage(reader=MedvlDicomReader(), image_only=True, ensure_channel_first=True)(path)
     assert tuple(img.shape) == (3, 100, 100)
     expected = np.moveaxis(read_dicom(path).pixels, -1, 0).transpose(0, 2, 1)  # (C, W, H)
@@ -89,7 +82,7 @@ def test_rgb_channel_last_becomes_first() -> None:
 
 
 def test_frames_become_channels() -> None:
-    path = _testfile("emri_small.dcm")
+    path = str(pydicom_file("emri_small.dcm"))
     reader = MedvlDicomReader(all_frames=True, numpy_order=True)
     img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(path)
     assert tuple(img.shape) == (10, 64, 64)
@@ -97,7 +90,7 @@ def test_frames_become_channels() -> None:
 
 
 def test_list_of_files_stacks_channels() -> None:
-    paths = [_testfile("MR_small.dcm"), _testfile("MR_small_RLE.dcm")]
+    paths = [str(pydicom_file("MR_small.dcm")), str(pydicom_file("MR_small_RLE.dcm"))]
     img = LoadImage(reader=MedvlDicomReader(), image_only=True, ensure_channel_first=True)(paths)
     assert tuple(img.shape) == (2, 64, 64)
     np.testing.assert_array_equal(img[0].numpy(), img[1].numpy())  # same image, two encodings
@@ -105,7 +98,7 @@ def test_list_of_files_stacks_channels() -> None:
 
 def _write_series(folder: Path, zs: list[float]) -> None:
     folder.mkdir()
-    template = dcmread(_testfile("CT_small.dcm"))
+    template = dcmread(str(pydicom_file("CT_small.dcm")))
     uid = generate_uid()
     for k, z in enumerate(zs):
         ds = template.copy()
@@ -135,7 +128,7 @@ def test_loadimaged_reads_a_series_folder(tmp_path: Path) -> None:
 
 
 def test_enhanced_file_as_volume() -> None:
-    path = _testfile("eCT_Supplemental.dcm")
+    path = str(pydicom_file("eCT_Supplemental.dcm"))
     reader = MedvlDicomReader(as_volume=True, numpy_order=True)
     img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(path)
     np.testing.assert_array_equal(img[0].numpy(), read_series(path).volume)

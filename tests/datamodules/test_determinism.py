@@ -56,7 +56,8 @@ def test_augmentation_is_a_pure_function_of_seed_epoch_and_index(synth):
     ds[5]
     _scramble_global_rngs()
     assert torch.equal(first, ds[3]["image"])
-    assert torch.equal(first, ds.__getitems__([5, 3])[1]["image"])  # the DataLoader's path
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, sampler=[5, 3], collate_fn=list)
+    assert torch.equal(first, next(iter(loader))[1]["image"])  # the DataLoader's path
     seeds = {ds.augmentation_seed(3), ds.augmentation_seed(4)}
     ds.set_epoch(1)
     seeds |= {ds.augmentation_seed(3)}
