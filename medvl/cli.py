@@ -86,20 +86,85 @@ def expand_recipes(args: list[str]) -> list[str]:
     return out
 
 
+RESUME = "medvl.models._checkpoint"
+"""Where the resume machinery lives: the logger, the checkpoint record callback and the atomic checkpoint IO."""
+
+
 def _run_dirs(cli, subcommand: str | None) -> None:
-    """Outputs follow ``trainer.default_root_dir``: CSV logs in ``<root>/logs``, checkpoints in ``<root>/checkpoints``."""
+    """Outputs follow ``trainer.default_root_dir``: CSV logs in ``<root>/logs``, checkpoints in ``<root>/checkpoints``.
+
+    Also installs what an exact resume needs (:mod:`medvl.models._checkpoint`): the CSV
+    logger that can continue a run, the callback that records medvl's version, the log
+    and the random generators in every checkpoint, and atomic checkpoint writes (unless
+    the configuration names a checkpoint IO plugin of its own).
+    """
     from jsonargparse import Namespace
 
     config = cli.config[subcommand] if subcommand else cli.config
     trainer = config["trainer"]
     root = trainer.get("default_root_dir") or "."
     if trainer.get("logger") in (None, True):
-        trainer["logger"] = Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
+        trainer["logger"] = Namespace(class_path=f"{RESUME}.ResumableCSVLogger",
                                       init_args=Namespace(save_dir=root, name="logs"))
-    for callback in trainer.get("callbacks") or []:
+    callbacks = trainer.get("callbacks")
+    callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+    for callback in callbacks:
         init = callback.get("init_args") if isinstance(callback, Namespace) else None
         if callback.get("class_path", "").endswith("ModelCheckpoint") and init is not None and not init.get("dirpath"):
             init["dirpath"] = str(Path(root) / "checkpoints")
+    if not any(isinstance(c, Namespace) and c.get("class_path") == f"{RESUME}.ResumeRecord" for c in callbacks):
+        callbacks.append(Namespace(class_path=f"{RESUME}.ResumeRecord", init_args=Namespace()))
+    trainer["callbacks"] = callbacks
+    plugins = trainer.get("plugins")
+    plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+    from lightning.pytorch.plugins.io import CheckpointIO
+
+    def is_io(plugin: object) -> bool:
+        cls = _resolve_class(plugin.get("class_path")) if isinstance(plugin, Namespace) else type(plugin)
+        return isinstance(cls, type) and issubclass(cls, CheckpointIO)
+
+    if not any(is_io(p) for p in plugins):
+        plugins.append(Namespace(class_path=f"{RESUME}.AtomicCheckpointIO", init_args=Namespace()))
+    trainer["plugins"] = plugins
+
+
+def _last_checkpoint(trainer) -> Path | None:
+    """The file ``--ckpt_path last`` names: as Lightning, the newest ``*last*.ckpt`` of the ModelCheckpoint folders."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    found = []
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath and Path(callback.dirpath).is_dir():
+            found += [p for p in Path(callback.dirpath).iterdir() if p.is_file() and p.suffix == callback.FILE_EXTENSION
+                      and callback.CHECKPOINT_NAME_LAST in p.name]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _resume(cli) -> None:
+    """``medvl fit --ckpt_path last|FILE``: resolve ``last``, refuse what cannot load, log on into the killed run.
+
+    ``last`` becomes the newest ``last*.ckpt`` in the ModelCheckpoint folders (nothing
+    found: Lightning warns and training starts afresh). The checkpoint's record says
+    which log version it belongs to; when that is a version of this run's logger, the
+    resumed run appends to its ``metrics.csv``, from the checkpoint's step on.
+    """
+    from medvl.models._checkpoint import continue_logging, read_record
+
+    config = cli.config_init["fit"]
+    ckpt = config.get("ckpt_path")
+    if not ckpt:
+        return
+    if ckpt == "last":
+        found = _last_checkpoint(cli.trainer)
+        if found is None:
+            return
+        config["ckpt_path"] = ckpt = str(found)
+        log.warning("--ckpt_path last -> %s", found)
+        _check_checkpoint_task(found, f"{type(cli.model).__module__}.{type(cli.model).__qualname__}")
+    if not Path(str(ckpt)).is_file():
+        return
+    if continue_logging(cli.trainer, read_record(ckpt)):
+        log.warning("resuming %s: logging on into %s", ckpt, cli.trainer.logger.log_dir)
 
 
 def _linked_model_args(cli, subcommand: str | None) -> dict[str, object]:
@@ -176,7 +241,7 @@ def _resolve_class(path: object) -> object:
 
 
 def _check_checkpoint_task(ckpt: object, configured: object) -> None:
-    """Refuse a checkpoint of another task than the configured one, naming both.
+    """Refuse a checkpoint of another task than the configured one, or of another format, naming both.
 
     LightningCLI would otherwise swap the configured model class for the checkpoint's
     (``_class_path`` in its hyper-parameters) and run, say, a contrastive test under a
@@ -186,10 +251,17 @@ def _check_checkpoint_task(ckpt: object, configured: object) -> None:
         return
     import torch
 
+    from medvl.models._checkpoint import CheckpointMismatchError, check_checkpoint
+
     try:
-        hparams = torch.load(str(ckpt), map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters")
+        checkpoint = torch.load(str(ckpt), map_location="cpu", weights_only=True, mmap=True)
+        hparams = checkpoint.get("hyper_parameters")
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise SystemExit(f"medvl: cannot read checkpoint {ckpt}: {type(err).__name__}: {err}") from None
+    try:
+        check_checkpoint(checkpoint, ckpt)  # its format; the task is compared just below
+    except CheckpointMismatchError as err:
+        raise SystemExit(f"medvl: {err}") from None
     saved = (hparams or {}).get("_class_path")
     if saved and _resolve_class(saved) is not _resolve_class(configured):
         raise SystemExit(
@@ -349,6 +421,9 @@ def _lightning_cli(args: list[str] | None, run: bool = True):
             # medvl prints its own metrics table; Lightning's would repeat it.
             if not explicit_verbose:
                 self.config_init[subcommand]["verbose"] = False
+
+        def before_fit(self) -> None:
+            _resume(self)
 
         def before_validate(self) -> None:
             _best_checkpoint(self, "validate")

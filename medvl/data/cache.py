@@ -75,6 +75,7 @@ CACHE_FORMAT_VERSION = 2
 
 # Row fields never copied into the cache manifest: the image path is replaced by its hash.
 _PATH_FIELDS = frozenset({"image", "images", "path"})
+_NAMED_SKIPS = 20  # unreadable files named one by one on the console; the rest are counted by reason
 
 
 class CacheMismatchError(ValueError):
@@ -330,6 +331,10 @@ def build_cache(
         for row, (rec, status) in enumerate(zip(chunk, results[i])):
             if not status["ok"]:
                 skipped[status["reason"]] += 1
+                if sum(skipped.values()) <= _NAMED_SKIPS:  # on the console only: the cache keeps no paths
+                    log.warning("skipping %s (study %s): %s%s", root / rec["image"], rec["study_id"], status["reason"],
+                                " (further unreadable files are counted, not named)"
+                                if sum(skipped.values()) == _NAMED_SKIPS else "")
                 continue
             entry = {k: v for k, v in rec.items() if k not in _PATH_FIELDS}
             entry.update(cache_shard=i, cache_row=row, source_sha256=path_hash(rec["image"]))

@@ -9,8 +9,10 @@ Samples are dicts with named keys. Images go through one
 :class:`~medvl.data.pipeline.ImagePipeline`: its deterministic prefix is read from the
 file, from memory (``preload``) or from a prepared cache (:mod:`medvl.data.cache`), then
 augmentation and normalisation follow. A file that cannot be read does not crash a run:
-the sample comes back as ``{"skipped": reason}``, :class:`Collate` drops it and counts it
-in ``batch["n_skipped"]``, and the task reports the count per epoch. :class:`Collate` also
+the sample comes back as ``{"skipped": reason, "file": path}``, :class:`Collate` drops it,
+counts it in ``batch["n_skipped"]`` and lists it in ``batch["skipped"]``, and the task
+reports the counts by reason per epoch and at the end of the run
+(:class:`medvl.models._health.RunHealth`). :class:`Collate` also
 tokenises text fields with the task's tokenizers, so tokenisation runs in the loader
 workers.
 
@@ -29,10 +31,19 @@ transforms of others that draw from them. All of this is CPU work and bitwise
 repeatable on one machine with the same library versions (torch's ``randperm``,
 NumPy's ``SeedSequence``, OpenCV's kernels); whether training is bitwise repeatable is
 the model side's business (``Trainer(deterministic=True)`` on GPUs).
+
+Resuming. :class:`ResumableLoader` is the training loader: its ``state_dict`` says which
+epoch it is in and how many batches of it were handed out, and after ``load_state_dict``
+its next iterator yields the rest of that epoch: the consumed batches are skipped at
+the index level, before any sample is read. Every checkpoint holds that state (the fit
+loop's stateful-loader protocol), so with the order and the augmentations functions of
+(seed, epoch, index), a run killed mid-epoch and resumed from its last checkpoint sees
+the batches an uninterrupted run would have seen (``tests/test_resume.py``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -41,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from medvl.data.dicom import DicomReadError
 
@@ -49,8 +60,8 @@ if TYPE_CHECKING:
     from medvl.data.cache import CacheReader
     from medvl.data.pipeline import ImagePipeline
 
-__all__ = ["Collate", "EpochSampler", "ManifestError", "read_manifest", "ImageReportDataset", "SeedWorkers",
-           "collate_samples"]
+__all__ = ["Collate", "EpochSampler", "ManifestError", "read_manifest", "ImageReportDataset", "ResumableLoader",
+           "ResumeMismatchError", "SeedWorkers", "collate_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +169,7 @@ class ImageReportDataset(Dataset):
         elif self.root is None:
             raise ValueError("ImageReportDataset needs the image root folder (or a cache)")
         self.skipped: dict[str, str] = {}  # study_id -> reason, for files found bad up front
+        self.skipped_files: dict[str, str] = {}  # file -> reason: the same files, by path (the run's summary)
         self._preloaded: torch.Tensor | None = None
         # Shared memory: set_epoch in the main process reaches forked, spawned and persistent workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -200,7 +212,8 @@ class ImageReportDataset(Dataset):
     def preload(self, progress: bool = True) -> None:
         """Run the prefix on every image once and keep the result in memory as float16.
 
-        Unreadable files are dropped from the dataset and recorded in :attr:`skipped`.
+        Unreadable files are dropped from the dataset and recorded in :attr:`skipped`
+        (by study) and :attr:`skipped_files` (by path).
         The result is a single tensor, so forked data-loader workers share it.
         """
         from rich.progress import track
@@ -213,6 +226,7 @@ class ImageReportDataset(Dataset):
                 keep.append(self.records[i])
             except DicomReadError as e:
                 self.skipped[str(self.records[i]["study_id"])] = e.reason
+                self.skipped_files[e.path] = e.reason
                 if len(self.skipped) <= _NAMED_SKIPS:
                     log.warning("skipping %s (study %s): %s", e.path, self.records[i]["study_id"], e.reason)
         if self.skipped:
@@ -234,7 +248,7 @@ class ImageReportDataset(Dataset):
         try:
             img = self.load_image(index)
         except DicomReadError as e:
-            return {"skipped": str(e)}
+            return {"skipped": e.reason, "file": e.path}
         seed = self.augmentation_seed(index) if self.pipeline.augments else None
         return {
             "image": self.pipeline.finish(img, seed=seed),
@@ -255,6 +269,11 @@ class EpochSampler(Sampler[int]):
     ``DistributedSampler``). A loop of one's own calls ``loader.sampler.set_epoch(epoch)``
     at the start of every epoch, as with ``DistributedSampler``. The order depends on
     torch's ``randperm`` and may change with the torch version.
+
+    The sampler holds no position: where an interrupted epoch resumes is the loader's
+    state (:class:`ResumableLoader`), because only the loader knows which batches were
+    handed out (its workers draw indices ahead), and because under DDP the position is
+    one of the rank's shard, not of this order.
 
     Args:
         dataset: The dataset (its length, and ``set_epoch`` when it has one).
@@ -282,6 +301,121 @@ class EpochSampler(Sampler[int]):
             return iter(range(n))
         g = torch.Generator().manual_seed(_derive_seed(self.seed, _ORDER, self.epoch))
         return iter(torch.randperm(n, generator=g).tolist())
+
+
+class ResumeMismatchError(ValueError):
+    """A loader state that cannot continue this loader's epoch; the message names what differs."""
+
+
+class _SkipFirst:
+    """The loader's index sampler without the batches of the epoch that were consumed before a resume."""
+
+    def __init__(self, inner: Any, loader: ResumableLoader) -> None:
+        self.inner, self.loader = inner, loader
+
+    def __len__(self) -> int:
+        return len(self.inner)  # the whole epoch, as Lightning counts it
+
+    def __iter__(self):
+        # Read when the torch iterator is made (and again when persistent workers start the next epoch).
+        return itertools.islice(iter(self.inner), self.loader._start, None)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position in the epoch is state: ``state_dict`` / ``load_state_dict``.
+
+    Lightning's fit loop saves ``state_dict()`` in every checkpoint of a training loader
+    that has one and calls ``load_state_dict`` when it resumes mid-epoch, before it
+    iterates the loader. The state is the epoch, the number of batches handed out in it
+    and what an exact continuation needs to be the same (batches per epoch, batch size,
+    dataset size, augmentation seed). After ``load_state_dict`` the next iterator starts
+    at the first batch not handed out: the consumed batches are dropped from the index
+    sampler, so no sample of them is read or augmented, whatever ``num_workers`` and
+    whatever sampler Lightning put in (under DDP a ``DistributedSamplerWrapper``
+    around :class:`EpochSampler`: the count is of this rank's batches). The iterator
+    after that is a whole epoch again.
+
+    The worker processes (and the sampler's pass over the epoch) start at the first
+    ``next()``, not at ``iter()``: Lightning creates the epoch's iterator before it calls
+    ``sampler.set_epoch`` when it resumes (and, when the task reads
+    ``trainer.estimated_stepping_batches``, before it restores the checkpoint), and an
+    eager start would read the indices (and, in the workers, the augmentation epoch) of
+    the epoch before. A ``load_state_dict`` applies to the iterator that has not yielded
+    yet, or else to the next one.
+
+    The constructor is ``DataLoader``'s, so Lightning can re-create the loader with
+    another sampler (DDP) and keep the class.
+    """
+
+    _start = 0  # batches of the current epoch consumed before this iterator
+    _batches = 0  # batches of the current epoch handed out
+    _resume: tuple[int, int] | None = None  # (epoch, batches) from load_state_dict, for the next iterator
+
+    @property
+    def _index_sampler(self):  # torch's hook: what the iterator draws indices (or batches of them) from
+        return _SkipFirst(super()._index_sampler, self)
+
+    def __iter__(self):
+        self._batches = 0
+        return self._count()
+
+    def _count(self):
+        # Runs at the first next(): after Lightning's set_epoch, and after a load_state_dict that came once the
+        # iterator existed. Skips only inside the epoch the state was saved in (with limit_train_batches,
+        # Lightning may have ended that epoch before the loader did).
+        resume, self._resume = self._resume, None
+        self._start = resume[1] if resume is not None and resume[0] == self._epoch() else 0
+        self._batches = self._start
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def _samplers(self) -> list[Any]:
+        found = {}
+        for s in (self.sampler, getattr(self.batch_sampler, "sampler", None)):
+            if s is not None:
+                found[id(s)] = s
+        return list(found.values())
+
+    def _epoch(self) -> int:
+        return next((int(s.epoch) for s in self._samplers() if isinstance(getattr(s, "epoch", None), int)), 0)
+
+    def _set_epoch(self, epoch: int) -> None:
+        for s in self._samplers():  # as Lightning's _set_sampler_epoch: DDP's wrapper forwards to EpochSampler
+            if callable(getattr(s, "set_epoch", None)):
+                s.set_epoch(epoch)
+
+    def _shape(self) -> dict[str, Any]:
+        seed = getattr(self.dataset, "seed", None)
+        return {"num_batches": len(self), "batch_size": self.batch_size, "num_samples": len(self.dataset),
+                "seed": None if seed is None else int(seed)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"epoch", "batches"}`` (batches of that epoch handed out) and the shape of the epoch."""
+        epoch, batches = self._resume if self._resume is not None else (self._epoch(), self._batches)
+        return {"epoch": int(epoch), "batches": int(batches), **self._shape()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the epoch of ``state`` at its first batch not handed out (the next one when it was complete).
+
+        Raises:
+            ResumeMismatchError: The state was saved by a loader with other batches per
+                epoch, batch size, dataset size or seed: the remaining batches would not
+                be the ones the interrupted run was going to see.
+        """
+        mine = self._shape()
+        differ = {k: (state.get(k), v) for k, v in mine.items() if k in state and state[k] != v}
+        if differ:
+            what = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differ.items())
+            raise ResumeMismatchError(
+                f"cannot resume the training epoch where the checkpoint left it ({what}); resume with the "
+                "checkpoint's data, batch size, number of devices and --seed_everything (the interrupted run's "
+                "config.yaml has them), or from a checkpoint written at the end of an epoch")
+        epoch, done = int(state["epoch"]), int(state["batches"])
+        if done >= len(self):
+            epoch, done = epoch + 1, 0
+        self._set_epoch(epoch)
+        self._resume = (epoch, done)
 
 
 class SeedWorkers:
@@ -319,7 +453,12 @@ class SeedWorkers:
 
 
 class Collate:
-    """Batch samples: stack tensors, keep strings as lists, drop skipped samples and count them.
+    """Batch samples: stack tensors, keep strings as lists, drop skipped samples, count and list them.
+
+    A skipped sample (``{"skipped": reason, "file": path}``) is left out of the batch;
+    ``batch["n_skipped"]`` counts them and, when there are any, ``batch["skipped"]`` lists
+    them as ``{"file", "reason"}`` for the task, which names and counts them by reason
+    (:class:`medvl.models._health.RunHealth`).
 
     Args:
         tokenizers: ``{name: tokenizer}``; each tokenizer maps a list of strings to
@@ -335,10 +474,12 @@ class Collate:
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         good = [s for s in samples if "skipped" not in s]
-        for s in samples:
-            if "skipped" in s:
-                log.warning("skipping sample: %s", s["skipped"])
-        batch: dict[str, Any] = {"n_skipped": len(samples) - len(good)}
+        bad = [{"file": str(s.get("file") or ""), "reason": str(s["skipped"])} for s in samples if "skipped" in s]
+        for b in bad:  # the task names the first ones it meets (in the main process) and counts them all
+            log.debug("skipping %s: %s", b["file"], b["reason"])
+        batch: dict[str, Any] = {"n_skipped": len(bad)}
+        if bad:
+            batch["skipped"] = bad
         if not good:
             return batch
         for key in good[0]:

@@ -114,8 +114,8 @@ class VQADataset(ImageReportDataset):
     A sample is ``{"image": (C, S, S) tensor, "question", "answer" (normalised),
     "answer_raw", "answer_type" ("closed"/"open" by ``closed_rule``), "question_type",
     "content_type" ("" when the dataset has none), "question_id", "study_id"}``; an
-    unreadable image gives ``{"skipped": reason}``, which
-    :class:`~medvl.data.dataset.Collate` drops and counts.
+    unreadable image gives ``{"skipped": reason, "file": path}``, which
+    :class:`~medvl.data.dataset.Collate` drops, counts and lists for the task.
 
     ``question_id`` is the question's ``qid`` when it has one, else
     ``"<study_id>#<question index>"``; a repeated id gets ``~2``, ``~3``, ... in
@@ -197,7 +197,7 @@ class VQADataset(ImageReportDataset):
         try:
             img = self.load_image(ri)
         except DicomReadError as e:
-            return {"skipped": str(e)}
+            return {"skipped": e.reason, "file": e.path}
         pair = rec["vqa"][qi]
         seed = self.augmentation_seed(index) if self.pipeline.augments else None
         return {

@@ -27,6 +27,10 @@ kernels (atomics in scatter/index_add and some backward passes) are not determin
 unless ``--trainer.deterministic true`` (``torch.use_deterministic_algorithms``).
 Without ``--seed_everything`` LightningCLI draws a random seed (and saves it in the
 run's ``config.yaml``), so only the same seed repeats a run.
+
+The training loader is a :class:`~medvl.data.dataset.ResumableLoader`: its position in
+the epoch is saved in every checkpoint, and a run resumed mid-epoch (``medvl fit ...
+--ckpt_path last``) continues with the batch after the last one the checkpoint covers.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from medvl.data.cache import CacheMismatchError, CacheReader, CacheSpec, build_cache, is_complete, read_cache_manifest
-from medvl.data.dataset import Collate, EpochSampler, ImageReportDataset, ManifestError, SeedWorkers
+from medvl.data.dataset import (Collate, EpochSampler, ImageReportDataset, ManifestError, ResumableLoader,
+                                SeedWorkers)
 from medvl.data.pipeline import ImagePipeline
 from medvl.data.sources import RecordSource
 from medvl.data.transforms import run_seed
@@ -242,14 +247,18 @@ class ImageTextDataModule(L.LightningDataModule):
             f"{type(task).__name__} trains on it: fill it in, drop those rows, or choose another text_key")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        """A loader seeded from the run's seed (read now: ``seed_everything`` comes first)."""
+        """A loader seeded from the run's seed (read now: ``seed_everything`` comes first).
+
+        The shuffled (training) loader can resume mid-epoch (:class:`~medvl.data.dataset.ResumableLoader`).
+        """
         self._check_texts(split)
         dataset = self._dataset(split)
         seed = run_seed()
         dataset.seed = seed  # the augmentation's base seed, the same in every worker
         rank = self.trainer.global_rank if self.trainer is not None else 0
         workers = SeedWorkers(seed, rank)
-        return DataLoader(
+        loader = ResumableLoader if shuffle else DataLoader
+        return loader(
             dataset, batch_size=self.batch_size, sampler=EpochSampler(dataset, seed=seed) if shuffle else None,
             drop_last=shuffle, num_workers=self.num_workers, collate_fn=self.collate(),
             persistent_workers=self.num_workers > 0, worker_init_fn=workers, generator=workers.generator(),

@@ -36,6 +36,41 @@ def gather_rows(trainer, rows: list) -> list:
     return [r for part in parts for r in part]
 
 
+def gather_uneven(module, *tensors):
+    """Every rank's rows of each tensor, concatenated in rank order (each tensor itself on one process).
+
+    Lightning's ``all_gather`` needs the same shape on every rank, but skipped samples leave
+    the ranks with different numbers of rows, and a rank whose batches were all unreadable
+    has none (``None``: its tensors take their trailing shape and dtype from another rank).
+    Rows are padded to the longest rank's count, gathered and cut back. Every rank must
+    call; a tensor that is None on every rank stays None.
+    """
+    trainer = module.trainer
+    if trainer.world_size <= 1:
+        return tensors
+    import torch
+
+    meta = gather_rows(trainer, [[None if t is None else (t.shape[0], tuple(t.shape[1:]), t.dtype) for t in tensors]])
+    out = []
+    for i, tensor in enumerate(tensors):
+        ranks = [m[i] for m in meta]
+        known = next((r for r in ranks if r is not None), None)
+        if known is None:
+            out.append(None)
+            continue
+        _, tail, dtype = known
+        counts = [0 if r is None else r[0] for r in ranks]
+        local = tensor if tensor is not None else torch.zeros((0, *tail), dtype=dtype, device=module.device)
+        top = max(counts)
+        if top == 0:  # every rank has zero rows
+            out.append(local)
+            continue
+        padded = torch.cat([local, local.new_zeros((top - local.shape[0], *tail))])
+        gathered = module.all_gather(padded)  # (world, top, *tail)
+        out.append(torch.cat([gathered[r, :n] for r, n in enumerate(counts)]))
+    return tuple(out)
+
+
 def report_metrics(
     metrics: dict[str, float], scores: np.ndarray | None, labels: np.ndarray, names: list[str], trainer,
     *, unscored: list[str] | None = None,

@@ -22,8 +22,8 @@ from medvl.losses import ClipLoss, SigLipLoss
 from medvl.metrics.retrieval import retrieval_recall_at_k
 from medvl.metrics.zeroshot import prompt_embeddings, zero_shot_auroc, zero_shot_scores
 from medvl.models._compile import compile_in_place
-from medvl.models._health import RunHealth
-from medvl.models._reporting import gather_rows, report_metrics
+from medvl.models._health import RunHealth, RunHealthHooks
+from medvl.models._reporting import gather_rows, gather_uneven, report_metrics
 from medvl.networks import ImageTextModel
 from medvl.optim import param_groups, warmup_cosine
 
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _DATA_DEFAULTS = {"img_size": 224, "in_chans": 1, "image_mean": 0.5, "image_std": 0.25}
 
 
-class ContrastivePretraining(L.LightningModule):
+class ContrastivePretraining(RunHealthHooks, L.LightningModule):
     """CLIP/SigLIP pretraining on image–report pairs; the network is ``self.model``.
 
     Args:
@@ -207,6 +207,7 @@ class ContrastivePretraining(L.LightningModule):
         self._eval_step(batch)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        self.health.count(self, batch)
         image_features = self.model.encode_image(batch["image"])
         out = {"study_id": batch.get("study_id"), "image_features": image_features}
         if self.prompts:
@@ -222,23 +223,25 @@ class ContrastivePretraining(L.LightningModule):
         if metrics and self.trainer.is_global_zero:
             report_metrics(metrics, scores, labels, list(self.prompts), self.trainer, unscored=self.unscored)
 
-    def _gather(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    def _gather(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, list[str]]:
+        """The split's features, labels and reports from every rank (None when no sample was scored anywhere)."""
         outs, self._eval_outputs = self._eval_outputs, []
-        img = torch.cat([o["image_features"] for o in outs])
-        txt = torch.cat([o["text_features"] for o in outs])
-        lab = torch.cat([o["labels"] for o in outs])[:, self._label_index]
+        img = torch.cat([o["image_features"] for o in outs]) if outs else None
+        txt = torch.cat([o["text_features"] for o in outs]) if outs else None
+        lab = torch.cat([o["labels"] for o in outs])[:, self._label_index] if outs else None
         reports = [r for o in outs for r in o["report"]]
         if self.trainer.world_size > 1:
-            # Every rank scores the whole split; reports travel as their text-group ids below.
-            img, txt, lab = (self.all_gather(t).flatten(0, 1) for t in (img, txt, lab))
+            # Every rank scores the whole split; reports travel as their text-group ids below. Skipped
+            # samples leave the ranks with different row counts (or none), so every rank joins the gather.
+            img, txt, lab = gather_uneven(self, img, txt, lab)
             reports = gather_rows(self.trainer, reports)
         return img, txt, lab, reports
 
     def _eval_epoch_end(self, stage: str):
         self.health.report(self, stage)
-        if not self._eval_outputs:
-            return {}, None, None
         img, txt, lab, reports = self._gather()
+        if img is None:  # every sample of the split was unreadable
+            return {}, None, None
         metrics: dict[str, float] = {}
         scores = None
         if self.prompts:

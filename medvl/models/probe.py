@@ -31,8 +31,8 @@ from medvl.encoders import EncoderSource, read_encoder_source
 from medvl.losses import MaskedBCELoss
 from medvl.metrics.classification import multilabel_auroc
 from medvl.models._compile import compile_in_place
-from medvl.models._health import RunHealth
-from medvl.models._reporting import report_classification
+from medvl.models._health import RunHealth, RunHealthHooks
+from medvl.models._reporting import gather_uneven, report_classification
 from medvl.networks import ImageClassifier
 from medvl.optim import param_groups, warmup_cosine
 
@@ -45,7 +45,7 @@ _DEFAULTS = {"vision_encoder": "vit_small_patch16", "img_size": 224, "in_chans":
              "image_std": 0.25}
 
 
-class Classifier(L.LightningModule):
+class Classifier(RunHealthHooks, L.LightningModule):
     """Multi-label image classification on top of a (pretrained) patch encoder.
 
     Args:
@@ -220,18 +220,19 @@ class Classifier(L.LightningModule):
         self._eval_step(batch)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        self.health.count(self, batch)
         probs = torch.sigmoid(self(batch["image"])["logits"])
         return {"study_id": batch.get("study_id"), "probabilities": probs, "label_names": self.label_names}
 
     def _epoch_end(self, stage: str) -> dict[str, float]:
         self.health.report(self, stage)
-        if not self._outputs:
+        outputs, self._outputs = self._outputs, []
+        scores = torch.cat([s for s, _ in outputs]) if outputs else None
+        labels = torch.cat([y for _, y in outputs]) if outputs else None
+        if self.trainer.world_size > 1:  # skipped samples leave the ranks with different row counts, or none
+            scores, labels = gather_uneven(self, scores, labels)
+        if scores is None:  # every sample of the split was unreadable
             return {}
-        scores = torch.cat([s for s, _ in self._outputs])
-        labels = torch.cat([y for _, y in self._outputs])
-        self._outputs = []
-        if self.trainer.world_size > 1:
-            scores, labels = (self.all_gather(t).flatten(0, 1) for t in (scores, labels))
         aurocs = multilabel_auroc(scores, labels, ignore_index=-1)
         metrics = {f"auroc/{n}": float(v) for n, v in zip(self.label_names, aurocs)}
         valid = [float(v) for v in aurocs if v == v]

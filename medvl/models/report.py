@@ -28,7 +28,7 @@ from medvl.data.labels import CHEXPERT_LABELS
 from medvl.data.vocab import WordTokenizer
 from medvl.losses import CaptioningLoss
 from medvl.models._compile import compile_in_place
-from medvl.models._health import RunHealth
+from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._encoder import read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import ReportGenerator
@@ -39,7 +39,7 @@ __all__ = ["ReportGeneration"]
 log = logging.getLogger(__name__)
 
 
-class ReportGeneration(L.LightningModule):
+class ReportGeneration(RunHealthHooks, L.LightningModule):
     """Image-to-report generation on the shared patch encoder; the network is ``self.model``.
 
     Args:
@@ -305,6 +305,9 @@ class ReportGeneration(L.LightningModule):
         self._score("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        self.health.count(self, batch)
+        if "image" not in batch:  # every sample of the batch was unreadable
+            return []
         rows = [{"study_id": sid, "report": hyp} for sid, hyp in zip(batch["study_id"], self.generate(batch["image"]))]
         self._predictions.extend(rows)
         return rows

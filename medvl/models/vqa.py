@@ -40,7 +40,7 @@ from medvl.data.vocab import SPECIAL_TOKENS, WordTokenizer
 from medvl.heads.vqa import ANSWER_TOKEN
 from medvl.losses import CaptioningLoss, VQALoss
 from medvl.models._compile import compile_in_place
-from medvl.models._health import RunHealth
+from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._encoder import read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import FusionVQA, GenerativeVQA
@@ -54,7 +54,7 @@ HEADS = ("fusion", "generative")
 _GROUPS = ("question_type", "content_type")
 
 
-class VQA(L.LightningModule):
+class VQA(RunHealthHooks, L.LightningModule):
     """Visual question answering on the shared patch encoder; the network is ``self.model``.
 
     Args:
@@ -394,6 +394,7 @@ class VQA(L.LightningModule):
         self._score("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, str]]:
+        self.health.count(self, batch)
         if "image" not in batch:
             return []
         rows = [{"question_id": qid, "study_id": sid, "question": q, "answer": a}
