@@ -12,11 +12,11 @@ which R2Gen, CMN and most report-generation papers use. One file per concept:
   ``cider_scorer.py``.
 * :mod:`~medvl.metrics.nlg.rouge`: ROUGE-L (Lin, 2004) as ``rouge.py``; ``beta=1`` gives
   the F1 of Google's ``rouge-score``.
-* :mod:`~medvl.metrics.nlg._stemmer`: the Porter stemmer (Porter, 1980) that METEOR uses.
-* :mod:`~medvl.metrics.nlg.meteor`: METEOR (Banerjee & Lavie 2005; Lavie & Agarwal 2007)
-  as NLTK's ``meteor_score`` computes it. **This is not the Java METEOR 1.5 that
-  pycocoevalcap calls**, and its values are higher (see below): compare METEOR only
-  within one implementation.
+* :mod:`~medvl.metrics.nlg.meteor`: METEOR 1.5 (Denkowski & Lavie, WMT 2014) ported from
+  the Java ``meteor-1.5.jar`` that pycocoevalcap runs (``-l en -norm``: normalisation,
+  exact / Snowball stem / WordNet synonym / paraphrase matching, beam-search alignment,
+  pooled corpus statistics), without Java; its data files are read from the installed
+  pycocoevalcap. Helpers: ``_meteor_norm``, ``_meteor_align``, ``_meteor_data``, ``_stemmer``.
 
 :func:`compute_nlg` gives the corpus scores, :func:`nlg_per_sample` the per-sample ones and
 :func:`nlg_metrics` the bootstrap-ready :class:`~medvl.metrics.bootstrap.CorpusMetric`
@@ -27,18 +27,13 @@ built from templates with word drops, swaps and synonyms, single and multiple
 references): on the same tokens, BLEU-1..4 corpus and per-sample scores, CIDEr-D corpus
 and per-sample scores and ROUGE-L (beta 1.2) equal ``pycocoevalcap``'s bit for bit
 (difference 0.0); ``rouge_l(beta=1.0)`` equals ``rouge-score``'s ROUGE-L F1 bit for bit on
-single references; :func:`porter_stem` equals NLTK's ``PorterStemmer`` in
-``MARTIN_EXTENSIONS`` mode on every word of the test corpus and a list of medical words;
-per-sample METEOR equals NLTK 3.10 ``meteor_score`` without WordNet synonyms (measured
-difference 0.0, asserted < 1e-12), with that stemmer and also with NLTK's default
-``NLTK_EXTENSIONS`` stemmer, which differs from Porter's on some words ("dying") that the
-test corpus does not contain. The vectorised CIDEr-D bootstrap path agrees with
-pycocoevalcap on materialised resamples to 1e-9 (relative). Against Java METEOR 1.5
-(pycocoevalcap 1.2, OpenJDK 17): on the 300 test pairs medvl gives 0.733 where Java gives
-0.422 (corpus) / 0.520 (mean segment score), per-sample |difference| 0.21 on average,
-correlation 0.84; on 200 generated synthetic reports against their references 0.647
-against 0.403 / 0.475, per-sample |difference| 0.19, correlation 0.87. Rankings of
-systems agree far better than levels: compare METEOR only within one implementation.
+single references. The vectorised CIDEr-D bootstrap path agrees with pycocoevalcap on
+materialised resamples to 1e-9 (relative). METEOR against Java METEOR 1.5
+(``tests/metrics/test_meteor_parity.py``): see :mod:`~medvl.metrics.nlg.meteor`.
+
+Before the port, ``meteor`` was NLTK's formulation (alpha 0.9, beta 3, gamma 0.5, Porter
+stems, mean of sentence scores), which scored about twice Java METEOR 1.5 on report text;
+its ``porter_stem`` helper is gone with it.
 """
 
 from __future__ import annotations
@@ -48,18 +43,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from medvl.metrics.bootstrap import CorpusMetric
-from medvl.metrics.nlg._stemmer import porter_stem
 from medvl.metrics.nlg._tokenize import PUNCTUATIONS, References, prepare_pairs, ptb_tokenize
 from medvl.metrics.nlg.bleu import Bleu, bleu
 from medvl.metrics.nlg.cider import CiderD, cider_d
-from medvl.metrics.nlg.meteor import Meteor, meteor
+from medvl.metrics.nlg.meteor import METEOR_IMPLEMENTATION, Meteor, MeteorDataError, meteor
 from medvl.metrics.nlg.rouge import RougeL, rouge_l
 
 __all__ = [
+    "METEOR_IMPLEMENTATION",
     "PUNCTUATIONS",
     "Bleu",
     "CiderD",
     "Meteor",
+    "MeteorDataError",
     "RougeL",
     "bleu",
     "cider_d",
@@ -67,10 +63,17 @@ __all__ = [
     "meteor",
     "nlg_metrics",
     "nlg_per_sample",
-    "porter_stem",
     "ptb_tokenize",
     "rouge_l",
 ]
+
+
+def __getattr__(name: str):
+    if name == "porter_stem":
+        raise AttributeError("medvl.metrics.nlg.porter_stem was removed with the NLTK-style METEOR: "
+                             "METEOR now uses METEOR 1.5's Snowball stemmer; for Porter stems use "
+                             "nltk.stem.PorterStemmer(mode=PorterStemmer.MARTIN_EXTENSIONS)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def nlg_metrics() -> dict[str, CorpusMetric]:
