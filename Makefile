@@ -16,6 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/pip install --quiet $(TORCH_PAIR)
 	$(BIN)/pip install --quiet -e '.[dev]' $(TORCH_PAIR)
+	$(BIN)/pip install --quiet --no-deps radlabels==0.2.0  # labeler dev set: data files only (its pins would downgrade torch)
 	$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 

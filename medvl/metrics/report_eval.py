@@ -28,8 +28,8 @@ from typing import Any
 
 from medvl.data.reports import clean_text
 from medvl.metrics.bootstrap import bootstrap_many
-from medvl.metrics.clinical import CHEXPERT_LABELS, ce_prepared, label_reports
-from medvl.metrics.nlg import nlg_metrics
+from medvl.metrics.clinical import CHEXPERT_LABELS, LABELER_VERSION, ce_prepared, label_reports
+from medvl.metrics.nlg import METEOR_IMPLEMENTATION, nlg_metrics
 
 __all__ = ["evaluate_report_files", "format_markdown", "read_reports"]
 
@@ -143,10 +143,10 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
             (default all 14).
 
     Returns:
-        ``{"n_samples", "observations", "confidence", "n_resamples", "seed", "metrics":
-        {key: {"value", "ci_low", "ci_high"}}, "label_counts": {observation:
-        {"pred_positive", "ref_positive", "pred_uncertain", "ref_uncertain"}}}``; NaN is
-        written as null.
+        ``{"n_samples", "observations", "confidence", "n_resamples", "seed",
+        "meteor_implementation", "labeler_version", "metrics": {key: {"value", "ci_low", "ci_high"}},
+        "label_counts": {observation: {"pred_positive", "ref_positive", "pred_uncertain",
+        "ref_uncertain"}}}``; NaN is written as null.
 
     Raises:
         ValueError: A file cannot be read, or the two files' study ids differ (the error
@@ -181,6 +181,7 @@ def evaluate_report_files(pred_path: str | Path, ref_path: str | Path, out_dir: 
               for j, name in enumerate(CHEXPERT_LABELS)}
     result = {"n_samples": len(ids), "observations": list(observations or CHEXPERT_LABELS),
               "confidence": 1 - alpha, "n_resamples": n_resamples, "seed": seed,
+              "meteor_implementation": METEOR_IMPLEMENTATION, "labeler_version": LABELER_VERSION,
               "metrics": metrics, "label_counts": counts}
     if out_dir is not None:
         out = Path(out_dir)
@@ -198,6 +199,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     """Markdown tables of an :func:`evaluate_report_files` result."""
     level = round(100 * result["confidence"])
     lines = [f"# Report generation metrics ({result['n_samples']} studies)", "",
+             f"METEOR: {result.get('meteor_implementation', 'unrecorded')}.", "",
+             f"Clinical labels: {result.get('labeler_version', 'unrecorded')}.", "",
              f"| metric | value | {level}% CI |", "| --- | ---: | ---: |"]
     metrics = result["metrics"]
     for key in _MAIN_KEYS:

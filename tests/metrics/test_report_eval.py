@@ -8,7 +8,7 @@ import json
 import pytest
 
 from medvl.cli import main
-from medvl.metrics.clinical import clinical_efficacy
+from medvl.metrics.clinical import LABELER_VERSION, clinical_efficacy
 from medvl.metrics.nlg import compute_nlg
 from medvl.metrics.report_eval import evaluate_report_files, read_reports
 
@@ -82,6 +82,7 @@ def test_evaluate_report_files(tmp_path):
     assert saved["metrics"]["bleu1"] == metrics["bleu1"]
     md = (out / "metrics.md").read_text()
     assert md.startswith("# Report generation metrics (8 studies)")
+    assert saved["labeler_version"] == LABELER_VERSION and f"Clinical labels: {LABELER_VERSION}." in md
     assert f"| cider | {metrics['cider']['value']:.4f} |" in md and "| support_device |" in md
 
 
