@@ -263,10 +263,12 @@ class EpochSampler(Sampler[int]):
 
     :meth:`set_epoch` also calls ``dataset.set_epoch`` (:meth:`ImageReportDataset.set_epoch`),
     so the augmentations follow the epoch. Lightning calls ``sampler.set_epoch`` before
-    every training epoch, with the restored epoch after a resume, and under DDP its
-    ``DistributedSamplerWrapper`` shards this sampler's order and forwards the call (not
-    a ``RandomSampler`` subclass on purpose: Lightning would replace that by a plain
-    ``DistributedSampler``). A loop of one's own calls ``loader.sampler.set_epoch(epoch)``
+    every training epoch, with the restored epoch after a resume. Under DDP the data
+    module (:meth:`medvl.datamodules.base.ImageTextDataModule._loader`) wraps it in a
+    non-shuffling ``DistributedSamplerWrapper`` that interleaves this order over the ranks
+    (rank r takes positions r, r + P, ...), so the ranks' batches at a step are together
+    the one-process batch at P x the batch size, and forwards ``set_epoch`` (Lightning's
+    own wrapper would shuffle the order once more). A loop of one's own calls ``loader.sampler.set_epoch(epoch)``
     at the start of every epoch, as with ``DistributedSampler``. The order depends on
     torch's ``randperm`` and may change with the torch version.
 
@@ -331,7 +333,7 @@ class ResumableLoader(DataLoader):
     dataset size, augmentation seed). After ``load_state_dict`` the next iterator starts
     at the first batch not handed out: the consumed batches are dropped from the index
     sampler, so no sample of them is read or augmented, whatever ``num_workers`` and
-    whatever sampler Lightning put in (under DDP a ``DistributedSamplerWrapper``
+    whatever the sampler (under DDP the data module's interleaving ``DistributedSamplerWrapper``
     around :class:`EpochSampler`: the count is of this rank's batches). The iterator
     after that is a whole epoch again.
 

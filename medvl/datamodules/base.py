@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torch.utils.data import DataLoader
 
 from medvl.data.cache import CacheMismatchError, CacheReader, CacheSpec, build_cache, is_complete, read_cache_manifest
@@ -257,9 +258,17 @@ class ImageTextDataModule(L.LightningDataModule):
         dataset.seed = seed  # the augmentation's base seed, the same in every worker
         rank = self.trainer.global_rank if self.trainer is not None else 0
         workers = SeedWorkers(seed, rank)
+        sampler = EpochSampler(dataset, seed=seed) if shuffle else None
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if sampler is not None and world > 1:
+            # Shard the order here, by interleaving: rank r takes positions r, r + P, ... of it, so that
+            # the P ranks' batches at step b are together the one-process batch b at P x batch_size.
+            # Lightning's wrapper (a DistributedSampler shuffles every training loader) would permute the
+            # order once more; drop_last: floor(n / P) per rank, the one-process number of batches.
+            sampler = DistributedSamplerWrapper(sampler, num_replicas=world, rank=rank, shuffle=False, drop_last=True)
         loader = ResumableLoader if shuffle else DataLoader
         return loader(
-            dataset, batch_size=self.batch_size, sampler=EpochSampler(dataset, seed=seed) if shuffle else None,
+            dataset, batch_size=self.batch_size, sampler=sampler,
             drop_last=shuffle, num_workers=self.num_workers, collate_fn=self.collate(),
             persistent_workers=self.num_workers > 0, worker_init_fn=workers, generator=workers.generator(),
         )
