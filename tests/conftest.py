@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture
+def seeded(monkeypatch):
+    """The run's seed as ``seed_everything(7)`` leaves it (``PL_GLOBAL_SEED``), undone after the test."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+
+
 @pytest.fixture(scope="session")
 def make_synthetic(tmp_path_factory) -> Callable[[int, int], Path]:
     """``make(n, seed)``: a synthetic dataset written through ``medvl synth``, once per (n, seed).

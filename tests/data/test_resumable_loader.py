@@ -25,11 +25,6 @@ def synth(make_synthetic) -> Path:
     return make_synthetic(24, 5)
 
 
-@pytest.fixture
-def seeded(monkeypatch):
-    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
-
-
 def _train_loader(root: Path, num_workers: int) -> ResumableLoader:
     dm = SyntheticCXR(root=str(root), n=24, img_size=SIZE, batch_size=4, num_workers=num_workers, augment=True)
     dm.setup("fit")

@@ -26,12 +26,6 @@ def synth(make_synthetic) -> Path:
     return make_synthetic(24, 5)
 
 
-@pytest.fixture
-def seeded(monkeypatch):
-    """The run's seed as ``seed_everything(7)`` leaves it, undone after the test."""
-    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
-
-
 def _scramble_global_rngs() -> None:
     np.random.seed(123)
     random.seed(123)
