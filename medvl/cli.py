@@ -688,6 +688,28 @@ def console(argv: list[str] | None = None) -> int:
     (anywhere in the arguments) or ``MEDVL_DEBUG=1`` shows the traceback instead.
     Anything else is a bug and keeps its traceback.
     """
+    try:
+        return _console(argv)
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Tear down the ``torch.distributed`` group a DDP run leaves open (torchrun, SLURM, Lightning's launcher).
+
+    Otherwise gloo's threads are still running when the interpreter exits, and a finished
+    rank can abort there ("terminate called without an active exception", SIGABRT), so the
+    launcher reports a successful run as failed.
+    """
+    if "torch" not in sys.modules:  # nothing ran that could have started one
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _console(argv: list[str] | None) -> int:
     import os
 
     argv = list(sys.argv[1:] if argv is None else argv)
