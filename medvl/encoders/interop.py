@@ -7,7 +7,14 @@ Converts the image towers of the two libraries medvl's users come from:
   conversion is mostly shape inference: width, depth, patch and image size, channels,
   class token, LayerScale, qkv bias, and the two norm placements timm offers besides the
   default (``pre_norm``: a LayerNorm before the blocks; ``fc_norm``: the final norm
-  after pooling instead of on every token).
+  after pooling instead of on every token). The families built on it load too: register
+  tokens (DINOv2-with-registers; positions timm gives them are folded into the tokens),
+  the SigLIP / SigLIP 2 attention-pool head (``global_pool="map"``), q/k norm, the
+  attention/MLP sub-norms and packed SwiGLU MLPs.
+* timm's ``Eva`` (EVA/EVA-02, Fang et al., arXiv:2303.11331): ``q_bias``/``v_bias``
+  without a key bias, fused or separate q/k/v, ``gamma_1``/``gamma_2`` LayerScale, split
+  (``fc1_g``/``fc1_x``) or packed SwiGLU with the sub-LN, and 2-D rotary embeddings, which
+  leave no trace in the weights and are switched on by the model name (or ``rope=``).
 * open_clip's ``VisionTransformer`` (Ilharco et al., OpenCLIP; the CLIP image tower of
   Radford et al., arXiv:2103.00020): ``conv1`` (no bias), ``class_embedding``,
   ``positional_embedding``, ``ln_pre``, ``transformer.resblocks.*`` with
@@ -25,8 +32,10 @@ one-channel encoder by summing the RGB filters of the first convolution, as timm
 ``adapt_input_conv`` does.
 
 The pre-norm and the after-pool norm are ``VisionConfig`` fields (``pre_norm``,
-``fc_norm``; modules ``norm_pre`` and ``fc_norm``, timm's names), so a converted
-encoder is a plain ``PatchEncoder`` that round-trips through ``config.json``.
+``fc_norm``; modules ``norm_pre`` and ``fc_norm``, timm's names), as is every family
+option, so a converted encoder is a plain ``PatchEncoder`` that round-trips through
+``config.json``. :func:`timm_export` writes it back: to timm's ``VisionTransformer``, or
+to ``Eva`` when it has RoPE or a SwiGLU MLP.
 """
 
 from __future__ import annotations
@@ -203,11 +212,13 @@ def _finish(
     config = VisionConfig(**{**config_kwargs, **overrides})
     encoder = build_patch_encoder(config, pre_norm=pre_norm, fc_norm=fc_norm)
     if tuple(state["pos_embed"].shape) != tuple(encoder.pos_embed.shape):  # img_size override: resample once
-        old = _grid(state["pos_embed"].shape[1] - encoder.num_prefix_tokens, where)
+        old = _grid(state["pos_embed"].shape[1] - encoder.num_pos_prefix_tokens, where)
         state["pos_embed"] = resample_abs_pos_embed(
             state["pos_embed"], new_grid=encoder.grid_size, old_grid=(old, old),
-            num_prefix_tokens=encoder.num_prefix_tokens,
+            num_prefix_tokens=encoder.num_pos_prefix_tokens,
         )
+    if encoder.attn_pool is None:  # a MAP head the caller pooled away (global_pool=...), as timm's reset_classifier
+        state = {k: v for k, v in state.items() if not k.startswith("attn_pool.")}
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -216,19 +227,91 @@ def _finish(
 
 
 # ------------------------------------------------------------------ timm
+def _base_name(name: str | None) -> str:
+    """``"timm/eva02_base_patch14_224.mim_in22k"`` -> ``"eva02_base_patch14_224"``."""
+    return (name or "").split("/")[-1].split(".")[0]
+
+
+def _rope_from_name(name: str | None) -> tuple[bool, int | None]:
+    """Whether timm's model ``name`` uses RoPE, and its reference grid (not in the weights).
+
+    EVA-02 and timm's ``vit_*_rope_*`` ViTs build their rotary embedding with
+    ``ref_feat_shape=(16, 16)``.
+    """
+    base = _base_name(name)
+    if base.startswith("eva02") or "_rope_" in base:
+        return True, 16
+    return False, None
+
+
+def _is_square(n: int) -> bool:
+    return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def _mlp_ratio(hidden: int, width: int) -> float:
+    """``hidden / width``, nudged up where needed so that ``int(width * ratio) == hidden`` (how blocks size it)."""
+    ratio = hidden / width
+    while int(width * ratio) < hidden:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
+
+
+def _eva_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` is a timm ``Eva`` (EVA/EVA-02, BEiT-style) rather than ``VisionTransformer``."""
+    return any(k in state for k in ("blocks.0.gamma_1", "blocks.0.attn.q_bias", "blocks.0.attn.q_proj.weight",
+                                    "blocks.0.mlp.fc1_g.weight")) or any(k.startswith("rope.") for k in state)
+
+
+def _from_eva_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm ``Eva`` parameter names -> PatchEncoder's (timm ViT names plus ``attn.q_bias``/``attn.v_bias``).
+
+    LayerScale ``gamma_1``/``gamma_2`` become ``ls1.gamma``/``ls2.gamma``; separate
+    ``q_proj``/``k_proj``/``v_proj`` one ``qkv``; SwiGLU's ``fc1_g``/``fc1_x`` one packed
+    ``fc1`` (gate first). The rotary embedding's buffers carry nothing and are dropped.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith("rope."):
+            continue
+        key = re.sub(r"\.gamma_([12])$", r".ls\1.gamma", key)
+        out[key] = value
+    blocks = sorted({int(m.group(1)) for k in out if (m := re.match(r"blocks\.(\d+)\.", k))})
+    for i in blocks:
+        a, m = f"blocks.{i}.attn.", f"blocks.{i}.mlp."
+        if a + "q_proj.weight" in out:
+            out[a + "qkv.weight"] = torch.cat([out.pop(a + f"{n}_proj.weight") for n in "qkv"])
+            if a + "k_proj.bias" in out:
+                raise ValueError("an EVA attention with a key bias; timm's Eva has none")
+            if a + "q_proj.bias" in out:
+                out[a + "q_bias"], out[a + "v_bias"] = out.pop(a + "q_proj.bias"), out.pop(a + "v_proj.bias")
+        for part in ("weight", "bias"):
+            if m + f"fc1_g.{part}" in out:
+                out[m + f"fc1.{part}"] = torch.cat([out.pop(m + f"fc1_g.{part}"), out.pop(m + f"fc1_x.{part}")])
+    return out
+
+
 def _timm_to_medvl(
     state: dict[str, torch.Tensor], *, name: str | None, num_heads: int | None, norm_eps: float | None,
-    global_pool: str | None, where: str,
+    global_pool: str | None, where: str, overrides: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], bool, bool]:
-    """Infers a VisionConfig from timm ViT weights; returns (config kwargs, state, pre_norm, fc_norm)."""
-    for key, what in (("reg_token", "register tokens"), ("attn_pool.latent", "attention-pool ('map') heads"),
-                      ("blocks.0.attn.q_norm.weight", "q/k norm")):
-        if key in state:
-            raise ValueError(f"{where}: {what} are not supported by PatchEncoder")
+    """Infers a VisionConfig from timm ViT/Eva weights; returns (config kwargs, state, pre_norm, fc_norm)."""
+    overrides = overrides or {}
+    eva = _eva_layout(state)
+    if eva:
+        state = _from_eva_names(state)
     if "pos_embed" not in state:
         raise ValueError(f"{where}: no learnt absolute 'pos_embed'; PatchEncoder cannot represent this ViT")
     if "patch_embed.proj.weight" not in state:
         raise ValueError(f"{where}: no 'patch_embed.proj.weight'; not a patchify-stem timm ViT")
+    for key, what in (("attn_pool.pos_embed", "attention pools with a position embedding"),
+                      ("attn_pool.q_norm.weight", "attention pools with q/k norm"),
+                      ("blocks.0.attn.gate.weight", "gated attention")):
+        if key in state:
+            raise ValueError(f"{where}: {what} are not supported by PatchEncoder")
+    if any(k.startswith("attn_pool.") for k in state) and "attn_pool.latent" not in state:
+        raise ValueError(f"{where}: an attention pool other than SigLIP's MAP head is not supported")
+    if "attn_pool.latent" in state and state["attn_pool.latent"].shape[1] != 1:
+        raise ValueError(f"{where}: a MAP head with {state['attn_pool.latent'].shape[1]} latents; PatchEncoder has one")
     state = {k: v for k, v in state.items() if not k.startswith("head.")}  # classifier: num_classes=0
     w = state["patch_embed.proj.weight"]
     if w.ndim != 4:
@@ -238,12 +321,15 @@ def _timm_to_medvl(
     if depth == 0:
         raise ValueError(f"{where}: no 'blocks.*' weights")
     class_token = "cls_token" in state
+    P0 = int(class_token)
+    R = state["reg_token"].shape[1] if "reg_token" in state else 0
     pos = state["pos_embed"]  # (1, L, D)
-    L = pos.shape[1]
-    if class_token and math.isqrt(L) ** 2 == L:  # no_embed_class: the class token has no position
-        state["pos_embed"] = torch.cat([pos.new_zeros(1, 1, D), pos], dim=1)
-        L += 1
-    g = _grid(L - int(class_token), where)
+    if P0 + R and _is_square(pos.shape[1]):  # no_embed_class: prefix tokens have no position
+        state["pos_embed"] = torch.cat([pos.new_zeros(1, P0, D), pos], dim=1)
+    elif R:  # positions for the registers too: constants, folded into the register tokens
+        state["reg_token"] = state["reg_token"] + pos[:, P0:P0 + R]
+        state["pos_embed"] = torch.cat([pos[:, :P0], pos[:, P0 + R:]], dim=1)
+    g = _grid(state["pos_embed"].shape[1] - P0, where)
     if "patch_embed.proj.bias" not in state:  # timm drops it with pre_norm (CLIP style)
         state["patch_embed.proj.bias"] = w.new_zeros(D)
     pre_norm = "norm_pre.weight" in state
@@ -254,17 +340,35 @@ def _timm_to_medvl(
         raise ValueError(f"{where}: no final norm (timm final_norm=False); PatchEncoder always has one")
     if "blocks.0.attn.proj.bias" not in state:
         raise ValueError(f"{where}: attention output projection without bias is not supported")
+    has_map = "attn_pool.latent" in state
     if global_pool is None:
-        global_pool = "token" if class_token and not fc_norm else "avg"
+        global_pool = "map" if has_map else "token" if class_token and not fc_norm else "avg"
+    if eva and has_map and global_pool == "map" and P0 + R:
+        raise ValueError(f"{where}: timm's Eva attention-pools its prefix tokens too; PatchEncoder pools patches only")
     if norm_eps is None:
-        norm_eps = 1e-5 if name and "clip" in name and "siglip" not in name else 1e-6
+        base = _base_name(name)
+        norm_eps = 1e-5 if "clip" in base and "siglip" not in base and not eva and not base.startswith("eva") else 1e-6
+    rope, ref_grid = _rope_from_name(name)
+    if eva and not name and "rope" not in overrides:
+        raise ValueError(
+            f"{where}: timm Eva weights, and whether they use rotary position embeddings is not in the weights; "
+            "pass name= (the timm model name, e.g. 'eva02_base_patch14_224') or rope=True/False"
+        )
+    fc1, fc2 = state["blocks.0.mlp.fc1.weight"], state["blocks.0.mlp.fc2.weight"]
+    hidden = fc2.shape[1]
+    mlp_type = "swiglu" if fc1.shape[0] == 2 * hidden else "mlp"  # timm's SwiGLUPacked / Eva's GluMlp: gate first
+    mlp_ratio = _mlp_ratio(hidden, D)
+    if has_map and state["attn_pool.mlp.fc1.weight"].shape[0] != int(D * mlp_ratio):
+        raise ValueError(f"{where}: the MAP head's MLP width differs from the blocks'; PatchEncoder ties them")
     config = dict(
         img_size=g * ph if ph == pw else (g * ph, g * pw), patch_size=ph if ph == pw else (ph, pw), in_chans=C,
         embed_dim=D, depth=depth, num_heads=num_heads or _heads(D, name, _TIMM_HEADS, r"[_.\-]"),
-        mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / D, qkv_bias="blocks.0.attn.qkv.bias" in state,
+        mlp_ratio=mlp_ratio, qkv_bias="blocks.0.attn.qkv.bias" in state or "blocks.0.attn.q_bias" in state,
         class_token=class_token, global_pool=global_pool,
         init_values=1.0 if "blocks.0.ls1.gamma" in state else None,  # value irrelevant: gamma is loaded
-        norm_eps=norm_eps,
+        norm_eps=norm_eps, reg_tokens=R, qk_norm="blocks.0.attn.q_norm.weight" in state,
+        k_bias="blocks.0.attn.q_bias" not in state, attn_norm="blocks.0.attn.norm.weight" in state,
+        mlp_type=mlp_type, mlp_norm="blocks.0.mlp.norm.weight" in state, rope=rope, rope_ref_grid=ref_grid,
     )
     return config, state, pre_norm, fc_norm
 
@@ -279,27 +383,33 @@ def load_timm_vit(
     global_pool: str | None = None,
     **overrides: Any,
 ) -> PatchEncoder:
-    """Loads a timm ``VisionTransformer`` state dict into a :class:`PatchEncoder`.
+    """Loads a timm ``VisionTransformer`` or ``Eva`` state dict into a :class:`PatchEncoder`.
 
     The architecture is read off the weights; only the number of heads cannot be, so
     it comes from ``num_heads``, else the size word of ``name`` (``vit_huge_...`` -> 16),
     else width // 64 (true of every standard ViT up to ViT-L). The classifier head is
     dropped. Learnt-position ViTs with or without a class token, ``no_embed_class``,
-    LayerScale, ``pre_norm`` and ``fc_norm`` load; register tokens, q/k norm and
-    attention pooling do not.
+    LayerScale, ``pre_norm``, ``fc_norm``, register tokens (DINOv2), the MAP head
+    (SigLIP, SigLIP 2), q/k norm, ``scale_attn_norm``/``scale_mlp_norm``, SwiGLU MLPs
+    (packed, or EVA's split ``fc1_g``/``fc1_x``), and EVA/EVA-02 (q/v biases, fused or
+    separate q/k/v, ``gamma_1``/``gamma_2``) load. Rotary embeddings leave no trace in
+    the weights: EVA-02 and timm's ``*_rope_*`` names switch them on (reference grid
+    16, timm's ``ref_feat_shape``); for other Eva weights pass ``rope=``.
 
     Args:
         path_or_state_dict: ``.safetensors``/``.pth``/``.bin`` file or a state dict,
             possibly nested (``state_dict``/``model``) and prefixed (``visual.trunk.``).
-        name: timm model name, for the heads and the norm epsilon (1e-5 for
-            ``*_clip_*`` models, otherwise timm's 1e-6).
+        name: timm model name, for the heads, RoPE and the norm epsilon (1e-5 for
+            ``*_clip_*`` ViTs, otherwise timm's 1e-6).
         num_heads: Attention heads.
         in_chans: Channels of the encoder to build; 3-channel filters are summed into 1.
         norm_eps: LayerNorm epsilon, overriding the guess from ``name``.
-        global_pool: ``"token"`` or ``"avg"``; default token with a class token and no
-            ``fc_norm``, else avg (timm's defaults).
+        global_pool: ``"token"``, ``"avg"``, ``"map"`` or ``"none"``; default: ``"map"``
+            with MAP weights, token with a class token and no ``fc_norm``, else avg
+            (timm's defaults). Anything but ``"map"`` drops a MAP head.
         **overrides: Further :class:`VisionConfig` fields (``drop_path_rate``,
-            ``patch_dropout``, ``img_size`` to resample the position embedding, ...).
+            ``patch_dropout``, ``img_size`` to resample the position embedding,
+            ``rope``/``rope_ref_grid``, ...).
 
     Returns:
         The encoder in eval mode; ``forward_features``/``forward_head`` match timm's.
@@ -307,7 +417,8 @@ def load_timm_vit(
     where = "state dict" if isinstance(path_or_state_dict, Mapping) else str(path_or_state_dict)
     _, state = _sub_state(read_state_dict(path_or_state_dict), "patch_embed.proj.weight", where, "timm ViT")
     config, state, pre_norm, fc_norm = _timm_to_medvl(
-        state, name=name, num_heads=num_heads, norm_eps=norm_eps, global_pool=global_pool, where=where
+        state, name=name, num_heads=num_heads, norm_eps=norm_eps, global_pool=global_pool, where=where,
+        overrides=overrides,
     )
     return _finish(config, state, overrides, in_chans=in_chans, pre_norm=pre_norm, fc_norm=fc_norm, where=where)
 
@@ -381,10 +492,15 @@ def load_open_clip_visual(
         trunk = {k[len("trunk."):]: v for k, v in tower.items() if k.startswith("trunk.")}
         config, state, pre_norm, fc_norm = _timm_to_medvl(
             trunk, name=name, num_heads=num_heads, norm_eps=norm_eps, global_pool=None, where=where,
+            overrides=overrides,
         )
         encoder = _finish(config, state, overrides, in_chans=in_chans, pre_norm=pre_norm, fc_norm=fc_norm, where=where)
         w = tower.get("head.proj.weight")
-        return encoder, None if w is None else _projection(w, tower.get("head.proj.bias"))
+        if w is not None:
+            return encoder, _projection(w, tower.get("head.proj.bias"))
+        # timm_proj unset: open_clip asks timm for num_classes=embed_dim, the classifier is the projection
+        w = trunk.get("head.weight")
+        return encoder, None if w is None else _projection(w, trunk.get("head.bias"))
 
     _, tower = _sub_state(full, "class_embedding", where, "open_clip VisionTransformer")
     if "conv1.weight" not in tower:
@@ -438,7 +554,12 @@ _TIMM_SIZES = {(192, 12, 3): "tiny", (384, 12, 6): "small", (768, 12, 12): "base
 
 
 def timm_export(encoder: PatchEncoder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The encoder as a timm ``VisionTransformer`` state dict and the ``create_model`` call that loads it.
+    """The encoder as a timm state dict and the ``create_model`` call that loads it.
+
+    Plain ViTs, register tokens, the MAP head, q/k norm and the attention/MLP sub-norms
+    go to timm's ``VisionTransformer``; RoPE or SwiGLU encoders (EVA-02) to timm's ``Eva``.
+    Every geometry field is a keyword argument, so the arch name only picks timm's
+    defaults for what is not (and a pretrained config).
 
     Args:
         encoder: A 2-D patchify-stem :class:`PatchEncoder`.
@@ -446,9 +567,11 @@ def timm_export(encoder: PatchEncoder) -> tuple[dict[str, torch.Tensor], dict[st
     Returns:
         ``(state_dict, {"arch": name, "kwargs": {...}})``: ``timm.create_model(arch,
         pretrained=True, pretrained_cfg_overlay=dict(file=<saved state>), **kwargs)``
-        rebuilds the encoder with identical features. With a pre-norm, timm's patch
-        embedding has no bias; the bias is folded into the patch position embeddings,
-        which it is always added together with.
+        (or ``pretrained=False`` and ``load_state_dict(state, strict=True)``) rebuilds
+        the encoder with identical features. With a pre-norm, timm's patch embedding has
+        no bias; the bias is folded into the patch position embeddings, which it is
+        always added together with. With registers, timm's ``no_embed_class`` layout is
+        used: the class token's position is folded into the class token.
 
     Raises:
         ValueError: The encoder has no timm equivalent; the message says why.
@@ -464,37 +587,98 @@ def timm_export(encoder: PatchEncoder) -> tuple[dict[str, torch.Tensor], dict[st
         raise ValueError(f"norm_eps {cfg.norm_eps} has no timm ViT architecture (1e-6 standard, 1e-5 CLIP)")
     flags = _norm_flags(encoder)
     state = {k: v.detach().clone() for k, v in encoder.state_dict().items() if not k.startswith("head.")}
+    P0 = encoder.num_pos_prefix_tokens
     if flags["pre_norm"]:
         bias = state.pop("patch_embed.proj.bias")
-        state["pos_embed"][:, encoder.num_prefix_tokens:] += bias
-    D = encoder.embed_dim
-    size = _TIMM_SIZES.get((D, cfg.depth, cfg.num_heads), "base")
-    p = cfg.patch_size if isinstance(cfg.patch_size, int) else cfg.patch_size[0]
-    arch = f"vit_{size}_patch{p}_clip_224" if cfg.norm_eps == 1e-5 else f"vit_{size}_patch{p}_224"
-    arch = _existing_timm_arch(arch, cfg.norm_eps)
+        state["pos_embed"][:, P0:] += bias
+    no_embed_class = cfg.reg_tokens > 0
+    if no_embed_class:  # timm's registers: no positions for any prefix token (DINOv2's layout)
+        pos = state["pos_embed"]
+        if P0:
+            state["cls_token"] = state["cls_token"] + pos[:, :P0]
+        state["pos_embed"] = pos[:, P0:].contiguous()
     img = encoder.img_size
-    kwargs = dict(
-        img_size=list(img) if img[0] != img[1] else img[0], patch_size=cfg.patch_size,
-        in_chans=cfg.in_chans, num_classes=0, global_pool=encoder.global_pool, embed_dim=D, depth=cfg.depth,
-        num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, class_token=cfg.class_token,
-        init_values=cfg.init_values, pre_norm=flags["pre_norm"],
-        # PatchEncoder's default keeps the final norm on every token, also when mean pooling
-        fc_norm=flags["fc_norm"],
+    kwargs: dict[str, Any] = dict(
+        img_size=list(img) if img[0] != img[1] else img[0],
+        patch_size=list(cfg.patch_size) if isinstance(cfg.patch_size, tuple) else cfg.patch_size,
+        in_chans=cfg.in_chans, num_classes=0, global_pool={"none": ""}.get(encoder.global_pool, encoder.global_pool),
+        embed_dim=encoder.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=cfg.qkv_bias, class_token=cfg.class_token, init_values=cfg.init_values,
     )
-    if isinstance(kwargs["patch_size"], tuple):
-        kwargs["patch_size"] = list(kwargs["patch_size"])
-    return state, {"arch": arch, "kwargs": kwargs}
+    if cfg.rope or cfg.mlp_type != "mlp":
+        return _eva_export(encoder, state, kwargs, flags, no_embed_class)
+    if cfg.qkv_bias and not cfg.k_bias:  # timm's ViT has one qkv bias: the key part is the zero it was
+        for i in range(cfg.depth):
+            a = f"blocks.{i}.attn."
+            q, v = state.pop(a + "q_bias"), state.pop(a + "v_bias")
+            state[a + "qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
+    kwargs.update(pre_norm=flags["pre_norm"],
+                  # PatchEncoder's default keeps the final norm on every token, also when mean pooling
+                  fc_norm=flags["fc_norm"])
+    # only what differs from timm's defaults, so older timm versions take the plain ViTs
+    extra = dict(qk_norm=cfg.qk_norm, scale_attn_norm=cfg.attn_norm, scale_mlp_norm=cfg.mlp_norm,
+                 reg_tokens=cfg.reg_tokens, no_embed_class=no_embed_class)
+    kwargs.update({k: v for k, v in extra.items() if v})
+    D, p = encoder.embed_dim, encoder.patch_embed.patch_size[0]
+    size = _TIMM_SIZES.get((D, cfg.depth, cfg.num_heads), "base")
+    if cfg.norm_eps == 1e-5:
+        candidates = [f"vit_{size}_patch{p}_clip_224"]
+    else:
+        candidates = [f"vit_{size}_patch{p}_siglip_224"] if cfg.global_pool == "map" else []
+        candidates += [f"vit_{size}_patch{p}_reg4_dinov2"] if cfg.reg_tokens else []
+        candidates += [f"vit_{size}_patch{p}_224"]
+    return state, {"arch": _existing_timm_arch(candidates, cfg.norm_eps), "kwargs": kwargs}
 
 
-def _existing_timm_arch(arch: str, eps: float) -> str:
-    """``arch`` if timm (when installed) knows it, else the generic ViT-B/16 of the same norm epsilon."""
+def _eva_export(
+    encoder: PatchEncoder, state: dict[str, torch.Tensor], kwargs: dict[str, Any], flags: dict[str, bool],
+    no_embed_class: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """:func:`timm_export` for timm's ``Eva`` (RoPE / SwiGLU encoders): renames and the Eva keyword arguments."""
+    cfg = encoder.config
+    if cfg.norm_eps != 1e-6:
+        raise ValueError(f"timm's Eva uses LayerNorm eps 1e-6; this encoder has norm_eps {cfg.norm_eps}")
+    if cfg.global_pool == "map" and encoder.num_prefix_tokens:
+        raise ValueError("timm's Eva attention-pools its prefix tokens too; a MAP head with a class token or "
+                         "registers has no Eva equivalent")
+    for i in range(cfg.depth):
+        b = f"blocks.{i}."
+        if cfg.qkv_bias and cfg.k_bias:  # Eva has q and v biases only
+            q, k, v = state.pop(b + "attn.qkv.bias").chunk(3)
+            if k.abs().max() > 0:
+                raise ValueError("timm's Eva has no key bias, and this encoder's is not zero; "
+                                 "build it with k_bias=False to train without one")
+            state[b + "attn.q_bias"], state[b + "attn.v_bias"] = q, v
+        for j in (1, 2):
+            if b + f"ls{j}.gamma" in state:
+                state[b + f"gamma_{j}"] = state.pop(b + f"ls{j}.gamma")
+        if cfg.mlp_type == "swiglu" and cfg.mlp_norm:  # Eva's split SwiGLU: gate first
+            for part in ("weight", "bias"):
+                gate, value = state.pop(b + f"mlp.fc1.{part}").chunk(2)
+                state[b + f"mlp.fc1_g.{part}"], state[b + f"mlp.fc1_x.{part}"] = gate, value
+    ref = encoder.rope_ref_grid
+    kwargs.update(
+        qkv_fused=True, qk_norm=cfg.qk_norm, swiglu_mlp=cfg.mlp_type == "swiglu", scale_mlp=cfg.mlp_norm,
+        scale_attn_inner=cfg.attn_norm, num_reg_tokens=cfg.reg_tokens, no_embed_class=no_embed_class,
+        use_abs_pos_emb=True, use_rot_pos_emb=cfg.rope, ref_feat_shape=None if ref is None else list(ref),
+        rope_temperature=cfg.rope_temperature, use_pre_transformer_norm=flags["pre_norm"],
+        use_fc_norm=flags["fc_norm"], use_post_transformer_norm=not flags["fc_norm"],
+    )
+    if cfg.global_pool == "map":
+        kwargs.update(attn_pool_num_heads=cfg.num_heads, attn_pool_mlp_ratio=cfg.mlp_ratio)
+    size = {192: "tiny", 384: "small", 768: "base", 1024: "large"}.get(encoder.embed_dim, "base")
+    return state, {"arch": _existing_timm_arch([f"eva02_{size}_patch14_224"], 1e-6, "eva02_base_patch14_224"),
+                   "kwargs": kwargs}
+
+
+def _existing_timm_arch(candidates: list[str], eps: float, fallback: str | None = None) -> str:
+    """The first of ``candidates`` that timm (when installed) knows, else a generic name timm certainly has."""
+    fallback = fallback or ("vit_base_patch16_clip_224" if eps == 1e-5 else "vit_base_patch16_224")
     try:
         import timm
     except ImportError:  # no timm here: a name timm certainly has
-        return "vit_base_patch16_clip_224" if eps == 1e-5 else "vit_base_patch16_224"
-    if timm.is_model(arch):
-        return arch
-    return "vit_base_patch16_clip_224" if eps == 1e-5 else "vit_base_patch16_224"
+        return fallback
+    return next((arch for arch in candidates if timm.is_model(arch)), fallback)
 
 
 def vision_config_dict(config: VisionConfig) -> dict[str, Any]:

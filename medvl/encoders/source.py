@@ -310,7 +310,7 @@ def _infer_size(arch: str, state: dict[str, Tensor], where: str, kwargs: dict[st
         raise ValueError(f"{where}: no 'patch_embed' weights; not a medvl PatchEncoder state dict")
     with torch.device("meta"):
         ref = create_encoder(arch, **{**kwargs, "in_chans": conv.shape[1]})
-    n = state["pos_embed"].shape[1] - ref.num_prefix_tokens
+    n = state["pos_embed"].shape[1] - ref.num_pos_prefix_tokens
     dims = ref.config.spatial_dims
     g = round(n ** (1 / dims))
     if g**dims != n:

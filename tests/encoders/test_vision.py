@@ -115,20 +115,31 @@ def _vit_param_count(cfg: VisionConfig) -> int:
     img = (cfg.img_size,) * dims if isinstance(cfg.img_size, int) else tuple(cfg.img_size)
     n = math.prod(s // q for s, q in zip(img, patch))
     hidden = int(D * cfg.mlp_ratio)
+    fc1 = 2 * hidden if cfg.mlp_type == "swiglu" else hidden  # SwiGLU: gate and value in one packed fc1
     block = (
         2 * 2 * D  # norm1, norm2
-        + (D * 3 * D + 3 * D * cfg.qkv_bias)  # qkv
+        + (D * 3 * D + (3 * D if cfg.k_bias else 2 * D) * cfg.qkv_bias)  # qkv (q/v biases only without k_bias)
+        + (2 * 2 * (D // cfg.num_heads) if cfg.qk_norm else 0)  # q_norm, k_norm
+        + (2 * D if cfg.attn_norm else 0)  # norm before attn.proj
         + (D * D + D)  # proj
-        + (D * hidden + hidden) + (hidden * D + D)  # mlp
+        + (D * fc1 + fc1) + (hidden * D + D)  # mlp
+        + (2 * hidden if cfg.mlp_norm else 0)  # the MLP's sub-LN
         + (2 * D if cfg.init_values is not None else 0)  # LayerScale
     )
+    map_hidden = int(D * cfg.mlp_ratio)
+    attn_pool = (  # latent, q, kv, proj, norm, mlp
+        D + (D * D + D) + (2 * D * D + 2 * D) + (D * D + D) + 2 * D + (D * map_hidden + map_hidden)
+        + (map_hidden * D + D)
+    ) if cfg.global_pool == "map" else 0
     prefix = 1 if cfg.class_token else 0
     return (
         C * math.prod(patch) * D + D  # patch_embed.proj
         + prefix * D  # cls_token
+        + cfg.reg_tokens * D  # reg_token
         + (prefix + n) * D  # pos_embed
         + cfg.depth * block
         + 2 * D  # final norm
+        + attn_pool
     )
 
 
