@@ -173,6 +173,7 @@ def test_fsdp_config_builds_its_strategy_and_is_gpu_only(tmp_path):
     checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]
     assert set(checkpointed._module_classes) == {Block}
     assert strategy.sharding_strategy.name == "FULL_SHARD" and strategy._state_dict_type == "full"
+    assert strategy.kwargs["use_orig_params"] is True  # Lightning's default: per-parameter weight-decay groups
     assert _yaml("fsdp")["precision"] == "bf16-mixed"
     with pytest.raises(ValueError, match="requires a GPU accelerator"):  # the YAML says: GPU only
         _build("fsdp", tmp_path, "--trainer.devices", "2")

@@ -11,7 +11,9 @@ Models return features and losses consume them (STYLE.md, item 1): both losses t
 model's output dict as keywords, ``loss = ClipLoss()(**out)``, and ignore keys they do
 not use (``patch_tokens``, ...). Features are expected L2-normalised and ``logit_scale``
 already exponentiated (``logit_scale = model.logit_scale.exp()``, i.e. the inverse
-temperature itself, not its log). Logits and the loss are computed in an explicit fp32
+temperature itself, not its log). ``logit_scale`` and ``logit_bias`` are numbers or
+tensors of one element, 0-d or of shape ``(1,)`` (the parameters' shape, which FSDP
+needs); the loss is 0-d either way. Logits and the loss are computed in an explicit fp32
 island, so bf16/fp16 features under autocast give the fp32 value.
 
 Under data parallelism (``torch.distributed`` initialised with several processes, as in
@@ -47,8 +49,17 @@ def _check_pair(image_features: torch.Tensor, text_features: torch.Tensor) -> No
         )
 
 
+def _one_value(value: torch.Tensor | float, name: str) -> torch.Tensor | float:
+    """A number as is; a tensor of one element (0-d or ``(1,)``) as a 0-d tensor, keeping its autograd graph."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.numel() != 1:
+        raise ValueError(f"{name} must hold one value (0-d or shape (1,)), got shape {tuple(value.shape)}")
+    return value.reshape(())
+
+
 def _as_fp32(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
-    """A scalar (tensor or number) as fp32 on ``like``'s device, keeping its autograd graph."""
+    """A scalar (0-d tensor or number) as fp32 on ``like``'s device, keeping its autograd graph."""
     if isinstance(value, torch.Tensor):
         return value.float()
     return torch.tensor(float(value), device=like.device, dtype=torch.float32)
@@ -60,13 +71,17 @@ class _PairedContrastiveLoss(nn.Module):
     :meth:`_loss` checks the pair, then computes the loss over the global batch
     (``gather`` with several processes), tile by tile (``blockwise``), or locally in an
     fp32 island; each subclass supplies those three computations, called with its scalar
-    arguments (``logit_scale``, and ``logit_bias`` for SigLIP) in order.
+    arguments (``logit_scale``, and ``logit_bias`` for SigLIP: :attr:`scalar_names`) in
+    order, each a number or a 0-d tensor.
 
     Args:
         blockwise: Compute the loss tile by tile (:mod:`medvl.kernels`).
         block_size: Tile side for ``blockwise``.
         gather: With several processes, contrast over the global batch.
     """
+
+    scalar_names: tuple[str, ...] = ("logit_scale",)
+    """The scalar arguments of the loss, in the order :meth:`_loss` receives them."""
 
     def __init__(self, blockwise: bool, block_size: int, gather: bool) -> None:
         super().__init__()
@@ -77,6 +92,7 @@ class _PairedContrastiveLoss(nn.Module):
         self, image_features: torch.Tensor, text_features: torch.Tensor, *scalars: torch.Tensor | float
     ) -> torch.Tensor:
         _check_pair(image_features, text_features)
+        scalars = tuple(_one_value(s, name) for s, name in zip(scalars, self.scalar_names, strict=True))
         if self.gather and distributed.world_size() > 1:
             with torch.autocast(device_type=image_features.device.type, enabled=False):
                 batch = distributed.gather_global_batch(image_features, text_features)
@@ -141,8 +157,8 @@ class ClipLoss(_PairedContrastiveLoss):
             image_features: L2-normalised image embeddings, ``(B, D)``.
             text_features: L2-normalised text embeddings, ``(B, D)``; row ``i`` pairs
                 with image ``i``.
-            logit_scale: Inverse temperature, already exponentiated (scalar tensor or
-                float); gradients flow back into it.
+            logit_scale: Inverse temperature, already exponentiated (a float or a tensor of
+                one element, 0-d or ``(1,)``); gradients flow back into it.
             **unused: Other model outputs, ignored. A ``logit_bias`` is ignored too:
                 adding a constant to every logit leaves a softmax unchanged.
 
@@ -188,6 +204,8 @@ class SigLipLoss(_PairedContrastiveLoss):
             each rank uses its local batch only.
     """
 
+    scalar_names = ("logit_scale", "logit_bias")
+
     def __init__(self, blockwise: bool = False, block_size: int = 256, gather: bool = True) -> None:
         super().__init__(blockwise, block_size, gather)
 
@@ -204,8 +222,9 @@ class SigLipLoss(_PairedContrastiveLoss):
         Args:
             image_features: L2-normalised image embeddings, ``(B, D)``.
             text_features: L2-normalised text embeddings, ``(B, D)``.
-            logit_scale: Inverse temperature, already exponentiated.
-            logit_bias: Learnt additive bias on every logit.
+            logit_scale: Inverse temperature, already exponentiated (a float or a tensor of
+                one element, 0-d or ``(1,)``).
+            logit_bias: Learnt additive bias on every logit (likewise).
             **unused: Other model outputs, ignored.
 
         Returns:

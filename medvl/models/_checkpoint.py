@@ -60,10 +60,15 @@ CHECKPOINT_FORMAT = 1
 loops), the task's hyper-parameters with ``_class_path``, the training loader's position
 (``loops.fit_loop.state_dict.combined_loader``: :class:`~medvl.data.dataset.ResumableLoader`'s
 ``state_dict``) and the ``"medvl"`` record of :class:`ResumeRecord`. A checkpoint without
-the record (written before it existed, or without the CLI) loads as format 1.
+the record (written before it existed, or without the CLI) loads as format 1. The task's
+run-health counters travel as ``"medvl_run_health"`` (:data:`medvl.models._health.CHECKPOINT_KEY`;
+absent in older checkpoints, whose resumed runs count from the resume on).
 
-What raises it: renamed or reshaped parameters of a network, a changed meaning of a
-saved field. What does not: a new medvl version, new hyper-parameters with defaults.
+What raises it: renamed or reshaped parameters of a network that loading cannot map, a
+changed meaning of a saved field. What does not: a new medvl version, new hyper-parameters
+with defaults, a reshape that loading undoes (``ImageTextModel``'s ``logit_scale`` and
+``logit_bias``, 0-d before they became ``(1,)`` for FSDP: the network reshapes them, and
+``ContrastivePretraining.on_load_checkpoint`` their AdamW moments).
 """
 
 RECORD_KEY = "medvl"

@@ -17,11 +17,19 @@ the first :data:`SUMMARY_FILES` of them; files that a dataset dropped at set-up
 stage whose loader they belong to. With a logger, the whole list goes to
 ``<log_dir>/run_health_<fn>.json``. Files are counted once however many epochs (or, under
 DDP, ranks) met them, and only the ones the run met: a file in the batch ``drop_last``
-leaves out is not read, and a run resumed from a checkpoint counts what it met after the
-resume (the checkpoint keeps no file names).
+leaves out is not read.
 The reasons come from :class:`~medvl.data.dicom.DicomReadError`, which never quotes an
 identifying header value; file paths are named (they stay in logs, never in checkpoints).
 A task gets the summary by mixing in :class:`RunHealthHooks`.
+
+A run resumed from a checkpoint (``fit --ckpt_path last``) counts the whole run: every
+checkpoint holds the training counters as they were when it was written
+(:data:`CHECKPOINT_KEY`: all ranks' counts, by stage and reason, and the non-finite steps),
+and the resumed run starts from them. The steps between that checkpoint and the kill are
+replayed and counted once, by the resumed run. A checkpoint keeps no file names: a file is
+kept as the BLAKE2b digest of its path, which dedupes a file met before and after the
+resume; files met before it and not since are counted (``unnamed_files``) and by reason,
+but not named.
 
 A non-finite loss (NaN or infinity, from a bad sample or a diverging step) would corrupt
 every weight through AdamW's moments. :meth:`RunHealth.guard` turns it into a skipped
@@ -34,6 +42,7 @@ by then the run has diverged rather than met one bad batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -42,7 +51,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-__all__ = ["NAMED_FILES", "NonFiniteLossError", "RunHealth", "RunHealthHooks", "SUMMARY_FILES", "UNKNOWN_REASON"]
+__all__ = ["CHECKPOINT_KEY", "NAMED_FILES", "NonFiniteLossError", "RunHealth", "RunHealthHooks", "SUMMARY_FILES",
+           "UNKNOWN_REASON"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,11 @@ UNKNOWN_REASON = "unreadable (the loader named no file or reason)"
 
 STAGES_OF = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 """The stages (counters) of each trainer function."""
+
+CHECKPOINT_KEY = "medvl_run_health"
+"""The checkpoint entry of the training counters (:meth:`RunHealth.state_dict`); ``torch.load(weights_only=True)`` reads it."""
+
+_STATE_FORMAT = 1
 
 _LOADERS = {"train": "train_dataloader", "val": "val_dataloaders", "test": "test_dataloaders",
             "predict": "predict_dataloaders"}
@@ -77,6 +92,11 @@ def _gather(trainer: Any, obj: Any) -> list[Any]:
     from medvl.models._reporting import gather_rows
 
     return gather_rows(trainer, [obj])
+
+
+def _digest(file: str) -> str:
+    """What a checkpoint keeps of a file's path: its BLAKE2b digest (the path itself stays in logs only)."""
+    return hashlib.blake2b(file.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _loaders(loaders: Any) -> Iterable[Any]:
@@ -117,6 +137,8 @@ class RunHealth:
         files: Stage -> file -> reason: every unreadable file this process met in the run.
         samples: Stage -> samples skipped in the run (a file met in two epochs counts twice).
         unlisted: Stage -> reason -> samples of the run skipped without a file named.
+        unnamed: Stage -> path digest -> reason: unreadable files met before the run resumed
+            from a checkpoint (which keeps digests, not names) and not met again since.
     """
 
     def __init__(self, max_nonfinite_in_row: int = 20) -> None:
@@ -128,8 +150,10 @@ class RunHealth:
         self.files: dict[str, dict[str, str]] = {}
         self.samples: dict[str, int] = {}
         self.unlisted: dict[str, Counter] = {}
+        self.unnamed: dict[str, dict[str, str]] = {}
         self.nonfinite_steps = 0
         self.nonfinite_in_row = 0
+        self.resumed: tuple[dict[str, Any], int] | None = None  # (state, rank) of a checkpoint, until the fit starts
 
     @staticmethod
     def stage(module) -> str:
@@ -142,8 +166,10 @@ class RunHealth:
     def begin(self, stages: Sequence[str]) -> None:
         """Forget what earlier runs counted in ``stages`` (a run starts)."""
         for stage in stages:
-            for counter in (self.skipped, self.reasons, self.files, self.samples, self.unlisted):
+            for counter in (self.skipped, self.reasons, self.files, self.samples, self.unlisted, self.unnamed):
                 counter.pop(stage, None)
+        if "train" in stages:
+            self.nonfinite_steps = self.nonfinite_in_row = 0
 
     def count(self, module, batch: dict[str, Any]) -> None:
         """Add the batch's skipped samples to the counters of the stage ``module`` is in."""
@@ -164,10 +190,13 @@ class RunHealth:
                 unlisted[reason] += 1
             elif file not in seen:
                 seen[file] = reason
-                if len(seen) <= NAMED_FILES:
+                earlier = self.unnamed.get(stage)
+                if earlier and earlier.pop(_digest(file), None) is not None:
+                    continue  # met (and named) before the resume: now known by name
+                if len(seen) + len(earlier or ()) <= NAMED_FILES:
                     log.warning("%s: skipping %s: %s%s", stage, file, reason,
                                 f" (further unreadable {stage} files are counted, not named)"
-                                if len(seen) == NAMED_FILES else "")
+                                if len(seen) + len(earlier or ()) == NAMED_FILES else "")
         if n > len(listed):
             reasons[UNKNOWN_REASON] += n - len(listed)
             unlisted[UNKNOWN_REASON] += n - len(listed)
@@ -197,14 +226,16 @@ class RunHealth:
 
         Returns:
             ``{"fn", "stages": {stage: {"unreadable_files", "skipped_samples", "dropped_at_setup",
-            "by_reason" (reason -> files), "files" (file -> reason, in the order met)}},
+            "by_reason" (reason -> files), "files" (file -> reason, in the order met),
+            "unnamed_files" (counted, met only before a resume: not in "files")}},
             "nonfinite_steps"}``. With a logger it is also written to
             ``<log_dir>/run_health_<fn>.json`` (rank zero).
         """
         trainer = module._trainer
         stages = STAGES_OF.get(fn, (fn,))
         local = {stage: {"files": self.files.get(stage, {}), "samples": self.samples.get(stage, 0),
-                         "unlisted": dict(self.unlisted.get(stage, {})), "setup": _dropped_at_setup(trainer, stage)}
+                         "unlisted": dict(self.unlisted.get(stage, {})), "setup": _dropped_at_setup(trainer, stage),
+                         "unnamed": dict(self.unnamed.get(stage, {}))}
                  for stage in stages}
         ranks = _gather(trainer, local)
         out: dict[str, Any] = {"fn": fn, "stages": {}}
@@ -218,11 +249,17 @@ class RunHealth:
                 for file, reason in rank[stage]["files"].items():
                     files.setdefault(file, reason)
                 unlisted.update(rank[stage]["unlisted"])
-            by_reason = Counter(files.values()) + unlisted
+            named = {_digest(file) for file in files}
+            unnamed: dict[str, str] = {}  # met before a resume and by no rank since
+            for rank in ranks:
+                for digest, reason in rank[stage]["unnamed"].items():
+                    if digest not in named:
+                        unnamed.setdefault(digest, reason)
+            by_reason = Counter(files.values()) + Counter(unnamed.values()) + unlisted
             samples = sum(rank[stage]["samples"] for rank in ranks)
-            out["stages"][stage] = {"unreadable_files": len(files), "skipped_samples": samples,
+            out["stages"][stage] = {"unreadable_files": len(files) + len(unnamed), "skipped_samples": samples,
                                     "dropped_at_setup": n_setup, "by_reason": dict(by_reason.most_common()),
-                                    "files": files}
+                                    "files": files, "unnamed_files": len(unnamed)}
         if fn == "fit":
             out["nonfinite_steps"] = self.nonfinite_steps
         log_dir = trainer.log_dir if trainer is not None and trainer.loggers else None
@@ -254,11 +291,77 @@ class RunHealth:
             if names:
                 more = f" (+{len(names) - SUMMARY_FILES} more)" if len(names) > SUMMARY_FILES else ""
                 lines.append(f"    first: {', '.join(names[:SUMMARY_FILES])}{more}")
+            if s.get("unnamed_files"):
+                lines.append(f"    {s['unnamed_files']} of them met only before the run resumed from a checkpoint "
+                             "(which keeps no file names)")
         if out.get("nonfinite_steps"):
             lines.append(f"  train: {out['nonfinite_steps']} non-finite loss(es) skipped their optimiser step")
         if log_dir is not None:
             lines.append(f"  all files: {Path(log_dir) / ('run_health_' + out['fn'] + '.json')}")
         return "\n".join(lines)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def state_dict(self, module=None) -> dict[str, Any]:
+        """The training counters of every rank, merged, as a checkpoint holds them (see the module docstring).
+
+        Under DDP every rank must call it (it gathers); the files are kept as digests of
+        their paths. Loads with ``torch.load(weights_only=True)``.
+        """
+        local: dict[str, Any] = {}
+        for stage in STAGES_OF["fit"]:
+            files = dict(self.unnamed.get(stage, {}))
+            files.update({_digest(f): r for f, r in self.files.get(stage, {}).items()})
+            local[stage] = {"skipped": self.skipped.get(stage, 0), "reasons": dict(self.reasons.get(stage, {})),
+                            "samples": self.samples.get(stage, 0), "unlisted": dict(self.unlisted.get(stage, {})),
+                            "files": files}
+        trainer = getattr(module, "_trainer", None)
+        ranks = _gather(trainer, local) if trainer is not None and trainer.world_size > 1 else [local]
+        stages: dict[str, Any] = {}
+        for stage in STAGES_OF["fit"]:
+            merged = {"skipped": 0, "reasons": Counter(), "samples": 0, "unlisted": Counter(), "files": {}}
+            for rank in ranks:
+                r = rank[stage]
+                merged["skipped"] += r["skipped"]
+                merged["samples"] += r["samples"]
+                merged["reasons"].update(r["reasons"])
+                merged["unlisted"].update(r["unlisted"])
+                for digest, reason in r["files"].items():
+                    merged["files"].setdefault(digest, reason)
+            merged["reasons"], merged["unlisted"] = dict(merged["reasons"]), dict(merged["unlisted"])
+            stages[stage] = merged
+        # The ranks decide non-finite steps together (guard), so rank 0's counts are every rank's.
+        return {"format": _STATE_FORMAT, "stages": stages, "nonfinite_steps": self.nonfinite_steps,
+                "nonfinite_in_row": self.nonfinite_in_row}
+
+    def load_state_dict(self, state: dict[str, Any], rank: int = 0) -> None:
+        """Continue from a checkpoint's counters (:meth:`state_dict`): rank 0 takes every rank's, the others none.
+
+        The summary and the per-epoch reports sum over the ranks, so the totals are the
+        checkpoint's with any number of processes. Replaces what the training stages counted.
+
+        Raises:
+            ValueError: ``state`` is of another format.
+        """
+        if state.get("format") != _STATE_FORMAT:
+            raise ValueError(f"run-health counters of format {state.get('format')!r}; this medvl reads "
+                             f"{_STATE_FORMAT}")
+        self.begin(STAGES_OF["fit"])
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        self.nonfinite_in_row = int(state.get("nonfinite_in_row", 0))
+        if rank != 0:
+            return
+        for stage, saved in (state.get("stages") or {}).items():
+            if saved["skipped"]:
+                self.skipped[stage] = int(saved["skipped"])
+            if saved["reasons"]:
+                self.reasons[stage] = Counter(saved["reasons"])
+            if saved["samples"]:
+                self.samples[stage] = int(saved["samples"])
+            if saved["unlisted"]:
+                self.unlisted[stage] = Counter(saved["unlisted"])
+            if saved["files"]:
+                self.unnamed[stage] = dict(saved["files"])
 
     def guard(self, module, loss: torch.Tensor) -> torch.Tensor | None:
         """``loss`` when finite on every rank, else None (the optimiser step is skipped).
@@ -291,13 +394,31 @@ class RunHealthHooks:
     """LightningModule hooks that end every run with :meth:`RunHealth.summary` of ``self.health``.
 
     Mix it in before ``L.LightningModule`` (``class Task(RunHealthHooks, L.LightningModule)``);
-    a task that defines one of these hooks itself calls ``super()`` in it.
+    a task that defines one of these hooks itself calls ``super()`` in it. Every checkpoint
+    carries the training counters (:data:`CHECKPOINT_KEY`), and a fit that resumes from one
+    continues them (:meth:`RunHealth.load_state_dict`, at ``on_fit_start``: Lightning loads
+    the checkpoint before).
     """
 
     health: RunHealth
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # type: ignore[misc]
+        checkpoint[CHECKPOINT_KEY] = self.health.state_dict(self)  # every rank saves: it gathers under DDP
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        state = checkpoint.get(CHECKPOINT_KEY)
+        trainer = self._trainer
+        if isinstance(state, dict) and trainer is not None and trainer.state.fn == "fit":
+            self.health.resumed = (state, trainer.global_rank)
+
     def on_fit_start(self) -> None:
         self.health.begin(STAGES_OF["fit"])
+        if self.health.resumed is not None:
+            state, rank = self.health.resumed
+            self.health.resumed = None
+            self.health.load_state_dict(state, rank)
 
     def on_train_end(self) -> None:  # before the trainer's teardown: the ranks can still gather
         self.health.summary(self, "fit")

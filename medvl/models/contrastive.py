@@ -6,6 +6,13 @@ sigmoid loss (Zhai et al., 2023, "Sigmoid Loss for Language Image Pre-Training")
 with a warm-up + cosine schedule, logging, and the evaluation: zero-shot AUROC per
 finding from positive/negative prompt pairs (CheXzero, Tiu et al., 2022) and
 image↔report retrieval recall@K.
+
+Under FSDP (``trainer/fsdp.yaml``) everything the task computes from the network runs
+inside the wrapped root's forward, where the parameters are whole: the steps (Lightning
+calls them through the wrapper), and at an evaluation epoch's end the prompt embeddings
+and the logit scale of zero-shot scoring, through :meth:`ContrastivePretraining._wrapped`.
+The weight-decay groups are those of the unwrapped network (:func:`medvl.optim.record_shapes`
+in :meth:`ContrastivePretraining.configure_model`).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from medvl.models._compile import compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._reporting import gather_rows, gather_uneven, report_metrics
 from medvl.networks import ImageTextModel
-from medvl.optim import param_groups, warmup_cosine
+from medvl.optim import param_groups, record_shapes, warmup_cosine
 
 __all__ = ["ContrastivePretraining"]
 
@@ -160,8 +167,47 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
                              f"{names}; link the model's label_names to the data module's")
         return labels
 
-    def forward(self, image: torch.Tensor, text: Any) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor | None = None, text: Any = None) -> dict[str, torch.Tensor]:
+        """The network's output (:meth:`ImageTextModel.forward`: both towers, or one of them)."""
         return self.model(image, text)
+
+    def _wrapped(self) -> torch.nn.Module:
+        """What to call for a forward outside a step: the FSDP wrapper around this task, else the task.
+
+        Under torch's FSDP a step runs inside the wrapper's forward (Lightning redirects the
+        step through it), where the parameters are gathered; an epoch-end hook does not, and
+        a call of the network there would see shards. Calling this module runs the task's
+        :meth:`forward` inside the wrapper. DDP's wrapper is not used: its forward would sync
+        buffers and prepare gradient reduction for nothing; the task itself is the same
+        computation. (FSDP2's ``fully_shard`` hooks the module itself, so the task is right.)
+        """
+        trainer = self._trainer
+        wrapper = getattr(getattr(trainer, "strategy", None), "model", None)
+        if wrapper is not None and wrapper is not self and torch.distributed.is_available():
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            if isinstance(wrapper, FullyShardedDataParallel):
+                return wrapper
+        return self
+
+    @torch.no_grad()
+    def _zero_shot_inputs(self, forward: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts' class embeddings ``(C, 2, E)`` and the 0-d logit scale, from text-only forwards.
+
+        Args:
+            forward: Called as ``forward(text=texts)`` for the network's output; None:
+                :meth:`_wrapped` (outside a step). Inside a step, ``self.model``.
+        """
+        forward = self._wrapped() if forward is None else forward
+        scale: list[torch.Tensor] = []
+
+        def encode(texts: list[str]) -> torch.Tensor:
+            out = forward(text=texts)
+            scale.append(out["logit_scale"])
+            return out["text_features"]
+
+        class_emb = prompt_embeddings(encode, self.prompts)
+        return class_emb, scale[-1].float()
 
     # -- training -----------------------------------------------------------------------
 
@@ -179,6 +225,15 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.health.report(self, "train")
 
+    def configure_model(self) -> None:
+        # Before any strategy wraps the network: the weight-decay groups stay those of the
+        # unwrapped network under FSDP (medvl.optim).
+        record_shapes(self)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        _reshape_scalar_moments(checkpoint)
+
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.AdamW(param_groups(self.model, weight_decay=hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
@@ -193,9 +248,10 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
         self.health.count(self, batch)
         if "image" not in batch:  # every sample of the batch was unreadable
             return
+        out = self.model(batch["image"], self._text(batch))  # the network's forward: hooked by a sharding wrapper
         self._eval_outputs.append({
-            "image_features": self.model.encode_image(batch["image"]).float(),
-            "text_features": self.model.encode_text(self._text(batch)).float(),
+            "image_features": out["image_features"].float(),
+            "text_features": out["text_features"].float(),
             "labels": self._labels(batch),
             "report": list(batch["report"]),
         })
@@ -208,11 +264,11 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         self.health.count(self, batch)
-        image_features = self.model.encode_image(batch["image"])
+        image_features = self.model(image=batch["image"])["image_features"]
         out = {"study_id": batch.get("study_id"), "image_features": image_features}
         if self.prompts:
-            class_emb = prompt_embeddings(self.model.encode_text, self.prompts)
-            out["zero_shot"] = zero_shot_scores(image_features, class_emb, self.model.scale())
+            class_emb, scale = self._zero_shot_inputs(self.model)  # inside the step: the network itself
+            out["zero_shot"] = zero_shot_scores(image_features, class_emb, scale)
         return out
 
     def on_validation_epoch_end(self) -> None:
@@ -245,8 +301,7 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
         metrics: dict[str, float] = {}
         scores = None
         if self.prompts:
-            class_emb = prompt_embeddings(self.model.encode_text, self.prompts)
-            scale = self.model.scale()
+            class_emb, scale = self._zero_shot_inputs()  # outside a step: through the FSDP wrapper, if any
             aurocs = zero_shot_auroc(img, lab, class_emb, scale)
             for name, value in zip(self.prompts, aurocs):
                 metrics[f"auroc/{name}"] = float(value)
@@ -261,3 +316,18 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
             self.log(f"{stage}/{k}", float(v), sync_dist=False, rank_zero_only=True)
         return metrics, scores, lab.cpu().numpy()
 
+
+
+def _reshape_scalar_moments(checkpoint: dict[str, Any]) -> None:
+    """Give the optimiser states of a checkpoint with 0-d ``logit_scale``/``logit_bias`` the parameters' ``(1,)``.
+
+    Before the temperature was a ``(1,)`` parameter (FSDP refuses 0-d ones), AdamW kept
+    0-d moments for it; resuming such a run would fail in the first step. The network
+    itself reshapes the parameters (:meth:`ImageTextModel._load_from_state_dict`); its only
+    0-d parameters were those two, so any 0-d moment (not AdamW's ``step`` counter) is one of theirs.
+    """
+    for opt in checkpoint.get("optimizer_states") or ():
+        for state in (opt.get("state") or {}).values() if isinstance(opt, dict) else ():
+            for key, value in list(state.items()):
+                if key != "step" and isinstance(value, torch.Tensor) and value.ndim == 0:
+                    state[key] = value.reshape(1)

@@ -34,7 +34,7 @@ from medvl.models._compile import compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._reporting import gather_uneven, report_classification
 from medvl.networks import ImageClassifier
-from medvl.optim import param_groups, warmup_cosine
+from medvl.optim import param_groups, record_shapes, warmup_cosine
 
 __all__ = ["Classifier"]
 
@@ -249,6 +249,11 @@ class Classifier(RunHealthHooks, L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
+
+    def configure_model(self) -> None:
+        # After setup, before any strategy wraps the network: the weight-decay groups stay those of
+        # the unwrapped network under FSDP (medvl.optim).
+        record_shapes(self)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -32,7 +32,7 @@ from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._encoder import read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import ReportGenerator
-from medvl.optim import param_groups, warmup_cosine
+from medvl.optim import param_groups, record_shapes, warmup_cosine
 
 __all__ = ["ReportGeneration"]
 
@@ -170,6 +170,7 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
         self.model.set_vocab(tok.vocab)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # the run-health counters (RunHealthHooks)
         saved = checkpoint.get("hyper_parameters", {}).get("vocab")
         if self.hparams.decoder == "transformer" and saved and self.model.vocab != saved:
             self.hparams.vocab = saved
@@ -229,6 +230,11 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.health.report(self, "train")
+
+    def configure_model(self) -> None:
+        # After setup, before any strategy wraps the network: the weight-decay groups stay those of
+        # the unwrapped network under FSDP (medvl.optim).
+        record_shapes(self)
 
     def configure_optimizers(self):
         hp = self.hparams

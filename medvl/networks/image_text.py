@@ -7,6 +7,17 @@ scale (clamped, as open_clip clamps at 100) and, for SigLIP (Zhai et al., ICCV 2
 arXiv:2303.15343), a learnt logit bias. The forward returns features; the losses of
 :mod:`medvl.losses` consume them (``ClipLoss()(**model(image, tokens))``).
 
+The temperature and bias are parameters of shape ``(1,)``, not 0-d: torch's FSDP
+flattens parameters into shards and refuses 0-d ones. The forward still returns them as
+0-d scalars. State dicts written before (0-d ``logit_scale`` / ``logit_bias``) load as
+they are: :meth:`ImageTextModel._load_from_state_dict` reshapes them.
+
+Under a sharding wrapper (FSDP) the parameters are whole only inside the wrapped root's
+forward, so everything a task computes from the network goes through the forward:
+``model(image, text)`` for both towers, ``model(text=texts)`` for the text tower alone
+(zero-shot prompts), ``model(image=images)`` for the image tower alone; each output
+carries ``logit_scale`` (and ``logit_bias``).
+
 Plain torch: no Lightning, usable in a notebook as is. Images arrive already
 normalised by the data pipeline; the network never normalises again.
 """
@@ -68,8 +79,10 @@ class ImageTextModel(nn.Module):
         self.text = create_encoder(text_encoder, **(text_kwargs or {}))
         self.image_proj = ProjectionHead(self.visual.num_features, embed_dim, projection)
         self.text_proj = ProjectionHead(self.text.num_features, embed_dim, projection)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
-        self.logit_bias = nn.Parameter(torch.tensor(float(init_logit_bias))) if init_logit_bias is not None else None
+        # (1,), not 0-d: FSDP refuses 0-d parameters (the forward returns them as 0-d scalars).
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1.0 / init_temperature)))
+        self.logit_bias = nn.Parameter(torch.full((1,), float(init_logit_bias))) if init_logit_bias is not None \
+            else None
         self.max_logit_scale = max_logit_scale
         self.embed_dim = embed_dim
 
@@ -79,8 +92,22 @@ class ImageTextModel(nn.Module):
         return self.text.tokenizer
 
     def scale(self) -> torch.Tensor:
-        """The exponentiated logit scale, clamped at ``max_logit_scale``."""
-        return self.logit_scale.clamp(max=math.log(self.max_logit_scale)).exp()
+        """The exponentiated logit scale, clamped at ``max_logit_scale``: a 0-d tensor.
+
+        Under FSDP the parameter is whole only inside the wrapped forward; outside it, take
+        ``model(text=...)["logit_scale"]`` instead.
+        """
+        return self.logit_scale.clamp(max=math.log(self.max_logit_scale)).exp().reshape(())
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # State dicts of medvl before the (1,)-shaped temperature hold 0-d logit_scale/logit_bias:
+        # reshaped here, so older checkpoints and exports load unchanged (Module.load_state_dict
+        # passes a copy of the caller's dict).
+        for name in ("logit_scale", "logit_bias"):
+            value = state_dict.get(prefix + name)
+            if isinstance(value, torch.Tensor) and value.ndim == 0:
+                state_dict[prefix + name] = value.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- towers ------------------------------------------------------------------------
 
@@ -118,15 +145,29 @@ class ImageTextModel(nn.Module):
         emb = self.text_proj(self.text(**tokens))  # (B, E)
         return F.normalize(emb, dim=-1) if normalize else emb
 
-    def forward(self, image: torch.Tensor, text: Text) -> dict[str, torch.Tensor]:
-        """``{"image_features", "text_features", "patch_tokens", "logit_scale"[, "logit_bias"]}``."""
-        image_features, patch_tokens = self.encode_image(image, return_tokens=True)
-        out = {
-            "image_features": image_features,
-            "text_features": self.encode_text(text),
-            "patch_tokens": patch_tokens,
-            "logit_scale": self.scale(),
-        }
+    def forward(self, image: torch.Tensor | None = None, text: Text | None = None) -> dict[str, torch.Tensor]:
+        """Both towers, or one: ``model(image, text)``, ``model(text=texts)``, ``model(image=images)``.
+
+        One tower alone is the way to embed outside a training step under FSDP (zero-shot
+        prompts, a gallery): the wrapped root's forward gathers the parameters, a call of
+        :meth:`encode_text` on the wrapped network would see shards.
+
+        Returns:
+            ``{"image_features", "patch_tokens"}`` for an image, ``{"text_features"}`` for a
+            text, and in every case the 0-d ``"logit_scale"`` (exponentiated, clamped) and,
+            with SigLIP's bias, the 0-d ``"logit_bias"``.
+        """
+        if image is None and text is None:
+            raise ValueError("ImageTextModel.forward needs an image, a text or both")
+        out: dict[str, torch.Tensor] = {}
+        patch_tokens = None
+        if image is not None:
+            out["image_features"], patch_tokens = self.encode_image(image, return_tokens=True)
+        if text is not None:
+            out["text_features"] = self.encode_text(text)
+        if patch_tokens is not None:
+            out["patch_tokens"] = patch_tokens
+        out["logit_scale"] = self.scale()
         if self.logit_bias is not None:
-            out["logit_bias"] = self.logit_bias
+            out["logit_bias"] = self.logit_bias.reshape(())
         return out

@@ -176,3 +176,25 @@ def test_blockwise_option_matches_dense_values_and_gradients(loss_cls):
             assert b is None or float(b.abs().max()) == 0.0
             continue
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("blockwise", [False, True], ids=["full", "blockwise"])
+def test_scalars_of_shape_1_give_the_0d_loss_and_gradients(blockwise):
+    # (1,) is the parameters' shape (FSDP refuses 0-d ones); the loss and its gradients are the same
+    g = torch.Generator().manual_seed(0)
+    img = F.normalize(torch.randn(6, 8, generator=g), dim=-1)
+    txt = F.normalize(img + 0.3 * torch.randn(6, 8, generator=g), dim=-1)
+    for fn in (ClipLoss(blockwise=blockwise, block_size=4), SigLipLoss(blockwise=blockwise, block_size=4)):
+        got, want = [], []
+        for shape, out in (((1,), got), ((), want)):
+            scale = torch.full(shape, 7.0, requires_grad=True)
+            bias = torch.full(shape, -3.0, requires_grad=True)
+            loss = fn(image_features=img, text_features=txt, logit_scale=scale, logit_bias=bias)
+            loss.backward()
+            assert loss.shape == () and scale.grad.shape == shape
+            out += [loss.detach(), scale.grad.reshape(())] + ([bias.grad.reshape(())] if isinstance(fn, SigLipLoss)
+                                                              else [])
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+        with pytest.raises(ValueError, match="logit_scale must hold one value"):
+            fn(image_features=img, text_features=txt, logit_scale=torch.ones(2), logit_bias=torch.zeros(1))

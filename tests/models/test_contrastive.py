@@ -249,3 +249,41 @@ def test_steps_use_the_loader_tokens_and_check_the_label_width():
     torch.testing.assert_close(by_text, expected)
     with pytest.raises(ValueError, match="label columns"):
         module._labels({"image": image, "labels": torch.zeros(4, 3)})
+
+
+def test_a_checkpoint_with_0d_temperature_loads_and_resumes(dataset, tmp_path):
+    # Written by medvl before logit_scale/logit_bias became (1,) parameters (FSDP refuses 0-d ones):
+    # 0-d parameters and 0-d AdamW moments for them. Loading reshapes both.
+    import lightning as L
+
+    from medvl.datamodules import SyntheticCXR
+    from medvl.models import ContrastivePretraining
+
+    def run(max_steps: int, ckpt: Path | None = None) -> tuple[ContrastivePretraining, L.Trainer]:
+        task = ContrastivePretraining(vision_encoder="test_vit_tiny_patch8", text_encoder="test_text_tiny",
+                                      embed_dim=16, img_size=32, loss="siglip")
+        trainer = L.Trainer(accelerator="cpu", max_steps=max_steps, limit_val_batches=0, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                            callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+        trainer.fit(task, datamodule=SyntheticCXR(root=str(dataset), img_size=32, batch_size=8),
+                    ckpt_path=str(ckpt) if ckpt else None)
+        return task, trainer
+
+    run(2)
+    ckpt = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    for key in ("model.logit_scale", "model.logit_bias"):
+        ckpt["state_dict"][key] = ckpt["state_dict"][key].reshape(())
+    moments = [s for s in ckpt["optimizer_states"][0]["state"].values() if s["exp_avg"].shape == (1,)]
+    assert len(moments) == 2  # the two scalars' AdamW state
+    for state in moments:
+        state["exp_avg"], state["exp_avg_sq"] = state["exp_avg"].reshape(()), state["exp_avg_sq"].reshape(())
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+
+    loaded = ContrastivePretraining.load_from_checkpoint(old, map_location="cpu")
+    assert loaded.model.logit_scale.shape == (1,)
+    torch.testing.assert_close(loaded.model.logit_scale.reshape(()), ckpt["state_dict"]["model.logit_scale"])
+    task, trainer = run(3, ckpt=old)  # resumes: AdamW steps with the reshaped moments
+    assert trainer.global_step == 3 and task.model.logit_bias.shape == (1,)
+    opt_state = trainer.optimizers[0].state[task.model.logit_scale]
+    assert opt_state["exp_avg"].shape == (1,)

@@ -1,9 +1,11 @@
 """A non-finite loss skips its optimiser step (weights untouched, counted); too many in a row stop the run.
-Skipped samples are counted by reason, their files named once and summarised at the end of the run."""
+Skipped samples are counted by reason, their files named once and summarised at the end of the run; a run
+resumed from a checkpoint counts the whole run."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -11,7 +13,7 @@ import torch
 
 from medvl.datamodules import SyntheticCXR
 from medvl.models import ContrastivePretraining
-from medvl.models._health import NonFiniteLossError, RunHealth
+from medvl.models._health import CHECKPOINT_KEY, NonFiniteLossError, RunHealth
 
 
 def _setup(make_synthetic, poisoned: set[int]):
@@ -113,3 +115,107 @@ def test_a_clean_run_says_so_in_one_line(caplog):
     with caplog.at_level(logging.INFO, logger="medvl"):
         RunHealth().summary(SimpleNamespace(_trainer=None), "test")
     assert "run health (test): no sample skipped (test)" in caplog.text
+
+
+class _KillAt(L.Callback):
+    """Stops the run (an exception: nothing after it runs, as after a kill) when training reaches ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise _Killed
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_resumed_run_counts_the_skips_of_the_whole_run(make_synthetic, tmp_path):
+    """A run stopped after a mid-epoch checkpoint and resumed from it ends with the uninterrupted run's counts.
+
+    24 studies (21 training: 5 batches of 4 an epoch), 2 epochs, a checkpoint every 2 steps,
+    stopped before step 8: the last checkpoint is step 6, one batch into epoch 1, and step 7
+    (met by the stopped run, lost with it) is replayed once. Two training files and one
+    validation file are unreadable: each is met in both epochs, before and after the checkpoint.
+    """
+    import json
+    import shutil
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from medvl.data.dataset import read_manifest
+    from medvl.models._checkpoint import ResumeRecord
+
+    root = tmp_path / "data"
+    shutil.copytree(make_synthetic(24, 5), root)
+    rows = read_manifest(root / "manifest.jsonl")
+    bad = [r for r in rows if r["split"] == "train"][3:5] + [r for r in rows if r["split"] == "val"][:1]
+    for row in bad:
+        (root / row["image"]).write_bytes(b"")  # "not a DICOM file (empty file)"
+
+    def fit(out: Path, *callbacks: L.Callback, ckpt_path: str | None = None) -> dict:
+        torch.manual_seed(0)
+        task = ContrastivePretraining(vision_encoder="test_vit_tiny_patch8", text_encoder="test_text_tiny",
+                                      embed_dim=16, img_size=32)
+        data = SyntheticCXR(root=str(root), n=24, seed=5, img_size=32, batch_size=4, preload=False, augment=False)
+        trainer = L.Trainer(accelerator="cpu", max_epochs=2, limit_val_batches=1, num_sanity_val_steps=0,
+                            logger=CSVLogger(out, name="", version=0), enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=out, callbacks=[
+                                ModelCheckpoint(dirpath=out / "ckpt", every_n_train_steps=2, save_last=True,
+                                                save_top_k=0),
+                                ResumeRecord(), *callbacks])  # as the CLI: the loader resumes mid-epoch
+        trainer.fit(task, datamodule=data, ckpt_path=ckpt_path)
+        return json.loads((out / "version_0" / "run_health_fit.json").read_text())
+
+    whole = fit(tmp_path / "whole")
+    stopped = tmp_path / "stopped"
+    with pytest.raises(_Killed):
+        fit(stopped, _KillAt(7))
+    last = torch.load(stopped / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 6
+    saved = last[CHECKPOINT_KEY]["stages"]
+    assert saved["train"]["samples"] >= 2 and saved["val"]["samples"] == 1  # epoch 0, and step 6
+    assert not [f for s in saved.values() for f in s["files"] if "/" in f]  # digests, no paths
+    resumed = fit(stopped, ckpt_path=str(stopped / "ckpt" / "last.ckpt"))
+
+    train = whole["stages"]["train"]
+    # 2 files, met again in epoch 1 (the batch drop_last leaves out of an epoch is not read)
+    assert train["unreadable_files"] == 2 and train["skipped_samples"] > 2
+    assert whole["stages"]["val"]["skipped_samples"] == 2
+    for stage in ("train", "val"):
+        a, b = whole["stages"][stage], resumed["stages"][stage]
+        for key in ("unreadable_files", "skipped_samples", "by_reason", "dropped_at_setup"):
+            assert b[key] == a[key], f"{stage} {key}: resumed {b[key]}, uninterrupted {a[key]}"
+        # named when the resumed run met them, counted by digest when only the stopped run did
+        assert set(b["files"]) <= set(a["files"]) and len(b["files"]) + b["unnamed_files"] == a["unreadable_files"]
+    assert resumed["nonfinite_steps"] == whole["nonfinite_steps"] == 0
+
+
+def test_the_counters_round_trip_through_a_state_dict():
+    from types import SimpleNamespace
+
+    module = SimpleNamespace(_trainer=None)
+    health = RunHealth()
+    empty = "not a DICOM file (empty file)"
+    health.count(module, {"n_skipped": 2, "skipped": [{"file": "/d/a.dcm", "reason": empty},
+                                                      {"file": "/d/b.dcm", "reason": "codec"}]})
+    health.count(module, {"n_skipped": 1})
+    health.nonfinite_steps = 3
+    state = health.state_dict(module)
+    assert "/d/a.dcm" not in str(state)
+    back = RunHealth()
+    back.load_state_dict(state)
+    assert back.nonfinite_steps == 3 and back.samples == {"train": 3} and back.skipped == {"train": 3}
+    back.count(module, {"n_skipped": 1, "skipped": [{"file": "/d/a.dcm", "reason": empty}]})  # met again
+    train = back.summary(module, "fit")["stages"]["train"]
+    assert train["files"] == {"/d/a.dcm": empty} and train["unnamed_files"] == 1  # b: before the resume only
+    assert (train["unreadable_files"], train["skipped_samples"]) == (2, 4)
+    assert train["by_reason"] == {empty: 1, "codec": 1, "unreadable (the loader named no file or reason)": 1}
+    other = RunHealth()
+    other.load_state_dict(state, rank=1)  # the other ranks start empty: rank 0 holds every rank's counts
+    assert other.samples == {} and other.nonfinite_steps == 3
+    with pytest.raises(ValueError, match="format"):
+        RunHealth().load_state_dict({"format": 99})

@@ -91,3 +91,48 @@ def test_hf_text_tower_has_a_picklable_tokenizer():
     torch.testing.assert_close(tokens["input_ids"], model.tokenizer(REPORTS)["input_ids"])
     with torch.no_grad():
         torch.testing.assert_close(model.encode_text(tokens), model.encode_text(REPORTS))
+
+
+@pytest.mark.parametrize("bias", [None, -10.0])
+def test_no_parameter_is_0d_and_the_outputs_are_0d_scalars(bias):
+    # FSDP refuses 0-d parameters: the temperature and bias are (1,); the losses get 0-d scalars.
+    model = _tiny(init_logit_bias=bias)
+    assert all(p.ndim > 0 for p in model.parameters())
+    assert model.logit_scale.shape == (1,) and model.scale().shape == ()
+    out = model(torch.randn(2, 1, 32, 32), REPORTS[:2])
+    assert out["logit_scale"].shape == ()
+    if bias is not None:
+        assert model.logit_bias.shape == (1,) and out["logit_bias"].shape == () and out["logit_bias"].item() == bias
+
+
+@pytest.mark.parametrize("bias", [None, -10.0])
+def test_a_state_dict_with_0d_temperature_loads(bias):
+    # written by medvl before the (1,) parameters
+    model = _tiny(init_logit_bias=bias)
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    old["logit_scale"] = torch.tensor(2.5)
+    if bias is not None:
+        old["logit_bias"] = torch.tensor(-4.0)
+    given = dict(old)
+    fresh = _tiny(init_logit_bias=bias)
+    fresh.load_state_dict(old)  # strict
+    assert fresh.logit_scale.shape == (1,) and fresh.logit_scale.item() == 2.5
+    if bias is not None:
+        assert fresh.logit_bias.shape == (1,) and fresh.logit_bias.item() == -4.0
+    assert old["logit_scale"].shape == () and old.keys() == given.keys()  # the caller's dict is left alone
+
+
+def test_one_tower_forwards_are_the_towers():
+    model = _tiny(init_logit_bias=-10.0).eval()
+    image = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        both = model(image, REPORTS[:2])
+        text = model(text=REPORTS[:2])
+        img = model(image=image)
+    assert set(text) == {"text_features", "logit_scale", "logit_bias"}
+    assert set(img) == {"image_features", "patch_tokens", "logit_scale", "logit_bias"}
+    torch.testing.assert_close(text["text_features"], both["text_features"])
+    torch.testing.assert_close(img["image_features"], both["image_features"])
+    torch.testing.assert_close(text["logit_scale"], model.scale())
+    with pytest.raises(ValueError, match="needs an image, a text or both"):
+        model()
