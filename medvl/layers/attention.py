@@ -39,7 +39,7 @@ from medvl.layers.rope import apply_rope
 __all__ = ["Attention", "Block", "DropPath", "LayerScale", "drop_path", "fused_attn_default"]
 
 # Largest attention matrix (B * heads * N * N elements) for which half-precision training on
-# the CPU spells the maths out instead of calling SDPA (see ``Attention._sdpa``); 2**26
+# the CPU spells the maths out instead of calling SDPA (see ``_sdpa``); 2**26
 # elements are 256 MB of fp32 scores per block.
 CPU_MATH_ATTN_MAX_ELEMENTS = 2**26
 
@@ -52,6 +52,65 @@ def fused_attn_default() -> bool:
     from medvl.kernels import fused_enabled
 
     return fused_enabled()
+
+
+def _sdpa(q: torch.Tensor, fused: bool) -> bool:
+    """Whether the fused SDPA path runs for queries ``q`` ``(B, nh, N, hd)``.
+
+    Off when ``fused`` is off, and for half-precision training on the CPU: there
+    PyTorch's flash-attention backward is several times slower than the spelled-out
+    maths (ViT-S/16 at 112 px, batch 32, bf16 autocast: a whole training step 1.36x
+    faster with the reference path; 1.12x at 224 px) while the fp32 statistics of the
+    reference softmax lose nothing. Large attention matrices keep SDPA for memory.
+    """
+    if not fused:
+        return False
+    slow_backward = (
+        q.device.type == "cpu"
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.requires_grad
+        and q.shape[0] * q.shape[1] * q.shape[2] ** 2 <= CPU_MATH_ATTN_MAX_ELEMENTS
+    )
+    return not slow_backward
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    fused: bool,
+    attn_mask: torch.Tensor | None = None,
+    attn_drop: nn.Dropout | None = None,
+) -> torch.Tensor:
+    """Scaled dot-product attention of ``(B, nh, Nq, hd)`` queries over ``(B, nh, N, hd)`` keys/values.
+
+    The fused SDPA path or the readable reference (softmax statistics in fp32), chosen by
+    :func:`_sdpa`; shared by :class:`Attention` and the attention-pool head.
+
+    Args:
+        attn_mask: Broadcastable to ``(B, nh, Nq, N)``; boolean (True = may attend) or additive float.
+        attn_drop: Dropout on the attention probabilities (active in training mode).
+
+    Returns:
+        ``(B, nh, Nq, hd)``.
+    """
+    drop = attn_drop is not None and attn_drop.training
+    if _sdpa(q, fused):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=attn_drop.p if drop else 0.0)
+    attn = (q * scale) @ k.transpose(-2, -1)  # (B, nh, Nq, N)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn = attn.masked_fill(~attn_mask, float("-inf"))
+        else:
+            attn = attn + attn_mask
+    # fp32 island: softmax statistics in fp32 so bf16/fp16 logits do not lose
+    # mass in the normaliser; probabilities go back to the compute dtype.
+    attn = attn.float().softmax(dim=-1).to(v.dtype)
+    if attn_drop is not None:
+        attn = attn_drop(attn)
+    return attn @ v
 
 
 class Attention(nn.Module):
@@ -133,46 +192,11 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
 
-        if self._sdpa(q):
-            x = F.scaled_dot_product_attention(
-                q, k, v,
-                attn_mask=attn_mask,
-                dropout_p=self.attn_drop.p if self.training else 0.0,
-            )  # (B, nh, N, hd)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, N, N)
-            if attn_mask is not None:
-                if attn_mask.dtype == torch.bool:
-                    attn = attn.masked_fill(~attn_mask, float("-inf"))
-                else:
-                    attn = attn + attn_mask
-            # fp32 island: softmax statistics in fp32 so bf16/fp16 logits do not lose
-            # mass in the normaliser; probabilities go back to the compute dtype.
-            attn = attn.float().softmax(dim=-1).to(v.dtype)
-            attn = self.attn_drop(attn)
-            x = attn @ v  # (B, nh, N, hd)
+        x = attend(q, k, v, scale=self.scale, fused=self.fused_attn, attn_mask=attn_mask,
+                   attn_drop=self.attn_drop)  # (B, nh, N, hd)
 
         x = self.norm(x.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
         return self.proj_drop(self.proj(x))
-
-    def _sdpa(self, q: torch.Tensor) -> bool:
-        """Whether the fused SDPA path runs for queries ``q`` ``(B, nh, N, hd)``.
-
-        Off when ``fused_attn`` is off, and for half-precision training on the CPU: there
-        PyTorch's flash-attention backward is several times slower than the spelled-out
-        maths (ViT-S/16 at 112 px, batch 32, bf16 autocast: a whole training step 1.36x
-        faster with the reference path; 1.12x at 224 px) while the fp32 statistics of the
-        reference softmax lose nothing. Large attention matrices keep SDPA for memory.
-        """
-        if not self.fused_attn:
-            return False
-        slow_backward = (
-            q.device.type == "cpu"
-            and q.dtype in (torch.bfloat16, torch.float16)
-            and q.requires_grad
-            and q.shape[0] * q.shape[1] * q.shape[2] ** 2 <= CPU_MATH_ATTN_MAX_ELEMENTS
-        )
-        return not slow_backward
 
 
 class LayerScale(nn.Module):

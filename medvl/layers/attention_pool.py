@@ -16,10 +16,9 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from medvl.layers.attention import fused_attn_default
+from medvl.layers.attention import attend, fused_attn_default
 from medvl.layers.mlp import Mlp
 
 __all__ = ["AttentionPoolLatent"]
@@ -70,13 +69,7 @@ class AttentionPoolLatent(nn.Module):
         q = q.reshape(B, 1, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, 1, hd)
         kv = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim)
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, nh, N, hd)
-        if self.fused_attn:
-            out = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hd)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, nh, 1, N)
-            # fp32 island: softmax statistics in fp32, as in Attention's reference path.
-            attn = attn.float().softmax(dim=-1).to(v.dtype)
-            out = attn @ v  # (B, nh, 1, hd)
+        out = attend(q, k, v, scale=self.scale, fused=self.fused_attn)  # (B, nh, 1, hd)
         out = self.proj(out.transpose(1, 2).reshape(B, 1, D))  # (B, 1, D)
         out = out + self.mlp(self.norm(out))
         return out[:, 0]  # (B, D)
