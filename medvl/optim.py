@@ -8,8 +8,8 @@ Hutter, arXiv:1608.03983, without restarts). Torch only: nothing here imports Li
 
 A task combines the groups of its parts, each at its own learning rate::
 
-    opt = torch.optim.AdamW(param_groups(head, weight_decay=0.05, lr=lr)
-                            + param_groups(encoder, weight_decay=0.05, lr=lr * 0.1), lr=lr)
+    opt = adamw(param_groups(head, weight_decay=0.05, lr=lr)
+                + param_groups(encoder, weight_decay=0.05, lr=lr * 0.1), lr=lr)
 
 Under FSDP the rule is applied to the parameters as built, not as sharded. Torch's FSDP
 (``FullyShardedDataParallel``, which Lightning's ``FSDPStrategy`` uses) with
@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "record_shapes", "warmup_cosine"]
+__all__ = ["adamw", "param_groups", "record_shapes", "warmup_cosine"]
 
 _SHAPE = "_medvl_shape"  # the attribute record_shapes sets on a parameter
 _WRAPPERS = ("_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
@@ -133,6 +133,46 @@ def param_groups(
         for g in groups:
             g["lr"] = lr
     return [g for g in groups if g["params"]]
+
+
+def _fused_ok(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW kernel takes every tensor of ``params``.
+
+    It needs floating-point tensors on one device type it has a kernel for (CPU and CUDA
+    here) and plain tensors: DTensors (FSDP2) go to the multi-tensor (foreach) path, which
+    dispatches through them on every version of torch medvl supports.
+    """
+    if not params:
+        return False
+    try:
+        from torch.distributed.tensor import DTensor  # noqa: PLC0415  (imported only when asked)
+    except ImportError:  # a torch built without distributed support has no DTensors either
+        DTensor = ()  # noqa: N806
+    kinds = {p.device.type for p in params}
+    return (len(kinds) == 1 and kinds <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+            and not any(isinstance(p, DTensor) for p in params))
+
+
+def adamw(groups: list[dict], **kwargs) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` over ``groups`` with its fastest implementation for their tensors.
+
+    The default for-each-parameter loop spends ~40% of a small model's CPU training step in
+    per-tensor element-wise ops; the fused kernel (one pass per tensor, CPU and CUDA) does
+    the same update, and the multi-tensor ``foreach`` path is the fallback (DTensors, other
+    devices). The update is AdamW's either way (equal to the loop to float rounding).
+
+    Args:
+        groups: Parameter groups (:func:`param_groups`), or a plain list of parameters.
+        **kwargs: AdamW's arguments (``lr``, ``betas``, ...); an explicit ``fused`` or
+            ``foreach`` wins.
+    """
+    params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    if "fused" not in kwargs and "foreach" not in kwargs:
+        if _fused_ok(params):
+            kwargs["fused"] = True
+        else:
+            kwargs["foreach"] = True
+    return torch.optim.AdamW(groups, **kwargs)
 
 
 def warmup_cosine(

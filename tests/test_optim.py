@@ -92,3 +92,33 @@ def test_the_tasks_note_the_shapes_in_configure_model():
                                   img_size=32)
     task.configure_model()
     assert all(getattr(p, "_medvl_shape") == tuple(p.shape) for p in task.parameters())
+
+
+def test_adamw_takes_the_fused_kernel_and_matches_the_loop():
+    from medvl.optim import adamw
+
+    torch.manual_seed(0)
+    nets = [_Net(), _Net()]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fast = adamw(param_groups(nets[0], weight_decay=0.1), lr=1e-2, betas=(0.9, 0.98))
+    loop = torch.optim.AdamW(param_groups(nets[1], weight_decay=0.1), lr=1e-2, betas=(0.9, 0.98),
+                             foreach=False, fused=False)
+    assert fast.defaults["fused"] is True
+    x = torch.randn(3, 4, 8)
+    for _ in range(5):
+        for net, opt in zip(nets, (fast, loop)):
+            opt.zero_grad()
+            (net.fc(net.norm(x + net.pos_embed)) * net.scale).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(nets[0].parameters(), _Net().parameters()))  # it trained
+
+
+def test_adamw_falls_back_to_foreach_and_respects_an_explicit_choice():
+    from medvl.optim import adamw
+
+    meta = [nn.Parameter(torch.zeros(2, 2, device="meta"))]  # a device without a fused kernel
+    opt = adamw(meta, lr=1e-3)
+    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]
+    assert adamw(list(_Net().parameters()), lr=1e-3, fused=False).defaults["fused"] is False

@@ -32,7 +32,7 @@ from medvl.models._compile import compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._reporting import gather_rows, gather_uneven, report_metrics
 from medvl.networks import ImageTextModel
-from medvl.optim import param_groups, record_shapes, warmup_cosine
+from medvl.optim import adamw, param_groups, record_shapes, warmup_cosine
 
 __all__ = ["ContrastivePretraining"]
 
@@ -78,8 +78,9 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
             one are not scored, and listed as ``unscored_labels`` in test_metrics.json).
         retrieval_ks: K values for recall@K.
         blockwise_loss: Memory-lean loss that never holds the B x B logits (large batches).
-        compile: ``torch.compile`` the image encoder in place (parameter names and
-            checkpoints are unchanged): True for the default mode, or a mode name; the
+        compile: ``torch.compile`` the network in place (both towers and projections in
+            one graph per input signature; parameter names and checkpoints are unchanged):
+            True for the default mode, or a mode name; the
             CPU fast path for bf16 is ``max-autotune-no-cudagraphs``. On a GPU, pair with
             ``trainer.precision: bf16-mixed`` for the Triton kernels of :mod:`medvl.kernels`.
     """
@@ -131,7 +132,7 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
             max_logit_scale=max_logit_scale, init_logit_bias=init_logit_bias if loss == "siglip" else None,
             vision_kwargs=vision_kwargs, text_kwargs=text_kwargs,
         )
-        compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
+        compile_in_place(self.model, compile)  # both towers and projections, one graph; keys stay "model.*"
         self.loss_fn = SigLipLoss(blockwise=blockwise_loss) if loss == "siglip" else ClipLoss(blockwise=blockwise_loss)
         if prompts is None:
             self.prompts, self.unscored = prompts_for(names)
@@ -236,7 +237,7 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.AdamW(param_groups(self.model, weight_decay=hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
+        opt = adamw(param_groups(self.model, weight_decay=hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total),
                               min_lr_ratio=hp.min_lr_ratio)

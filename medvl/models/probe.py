@@ -30,11 +30,11 @@ import torch
 from medvl.encoders import EncoderSource, read_encoder_source
 from medvl.losses import MaskedBCELoss
 from medvl.metrics.classification import multilabel_auroc
-from medvl.models._compile import compile_in_place
+from medvl.models._compile import ENCODER_METHODS, compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._reporting import gather_uneven, report_classification
 from medvl.networks import ImageClassifier
-from medvl.optim import param_groups, record_shapes, warmup_cosine
+from medvl.optim import adamw, param_groups, record_shapes, warmup_cosine
 
 __all__ = ["Classifier"]
 
@@ -76,7 +76,8 @@ class Classifier(RunHealthHooks, L.LightningModule):
         weight_decay: Decoupled weight decay (norms, biases, embeddings exempt).
         warmup_fraction: Share of the optimiser steps spent in linear warm-up.
         head_dropout: Dropout on the pooled feature before the head.
-        compile: ``torch.compile`` the encoder in place (state-dict keys unchanged): True for
+        compile: ``torch.compile`` the encoder's ``forward_features`` in place (state-dict keys
+            unchanged): True for
             the default mode, or a mode name (CPU bf16 fast path: ``max-autotune-no-cudagraphs``).
     """
 
@@ -123,7 +124,7 @@ class Classifier(RunHealthHooks, L.LightningModule):
             except RuntimeError as err:
                 raise ValueError(f"{pretrained}: weights do not fit {hp.vision_encoder} with vision_kwargs "
                                  f"{hp.vision_kwargs}: {err}") from err
-        compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
+        compile_in_place(self.model.visual, compile, ENCODER_METHODS)  # state-dict keys stay "model.visual.*"
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.health = RunHealth()
 
@@ -260,7 +261,7 @@ class Classifier(RunHealthHooks, L.LightningModule):
         # A frozen (linear-probe) encoder has no trainable parameters: its groups come out empty.
         groups = param_groups(self.model.head, weight_decay=hp.weight_decay, lr=hp.lr)
         groups += param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
-        opt = torch.optim.AdamW(groups, lr=hp.lr)
+        opt = adamw(groups, lr=hp.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

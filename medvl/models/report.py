@@ -27,12 +27,12 @@ import torch
 from medvl.data.labels import CHEXPERT_LABELS
 from medvl.data.vocab import WordTokenizer
 from medvl.losses import CaptioningLoss
-from medvl.models._compile import compile_in_place
+from medvl.models._compile import ENCODER_METHODS, compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._encoder import read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import ReportGenerator
-from medvl.optim import param_groups, record_shapes, warmup_cosine
+from medvl.optim import adamw, param_groups, record_shapes, warmup_cosine
 
 __all__ = ["ReportGeneration"]
 
@@ -89,7 +89,8 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
             run over (micro too); None: all 14, the convention of MIMIC-CXR papers. A
             dataset that never mentions some observations (the synthetic one has seven)
             should list the ones it has, or their F1 of 0 caps the macro average.
-        compile: ``torch.compile`` the image encoder in place: True for the default mode,
+        compile: ``torch.compile`` the image encoder's ``forward_features`` (what the network
+            calls) in place: True for the default mode,
             or a mode name (CPU bf16 fast path: ``max-autotune-no-cudagraphs``).
     """
 
@@ -150,7 +151,7 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
             decoder=decoder, decoder_kwargs=decoder_kwargs, vocab=vocab if decoder == "transformer" else None,
             lm_path=lm_path, train_lm=lm_stage1_epochs == 0, max_length=max_length,
         )
-        compile_in_place(self.model.visual, compile)  # state-dict keys stay "model.visual.*"
+        compile_in_place(self.model.visual, compile, ENCODER_METHODS)  # state-dict keys stay "model.visual.*"
         self.loss_fn = CaptioningLoss(label_smoothing=label_smoothing)
         self._eval: list[dict[str, Any]] = []
         self.health = RunHealth()
@@ -241,7 +242,7 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
         # Frozen encoder parts never train; the staged LM is kept (unfrozen at stage 2).
         groups = (param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
                   + param_groups(self.model.decoder, weight_decay=hp.weight_decay, lr=hp.lr, skip_frozen=False))
-        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.98))
+        opt = adamw(groups, lr=hp.lr, betas=(0.9, 0.98))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

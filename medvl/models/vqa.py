@@ -39,12 +39,12 @@ import torch
 from medvl.data.vocab import SPECIAL_TOKENS, WordTokenizer
 from medvl.heads.vqa import ANSWER_TOKEN
 from medvl.losses import CaptioningLoss, VQALoss
-from medvl.models._compile import compile_in_place
+from medvl.models._compile import ENCODER_METHODS, compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._encoder import read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import FusionVQA, GenerativeVQA
-from medvl.optim import param_groups, record_shapes, warmup_cosine
+from medvl.optim import adamw, param_groups, record_shapes, warmup_cosine
 
 __all__ = ["VQA"]
 
@@ -107,7 +107,8 @@ class VQA(RunHealthHooks, L.LightningModule):
         warmup_fraction: Share of steps in linear warm-up.
         label_smoothing: Cross-entropy label smoothing (``loss="ce"`` and the generative head).
         n_bootstrap: Bootstrap resamples of the test metrics' 95% intervals (0: none).
-        compile: ``torch.compile`` the image encoder in place (True or a mode name).
+        compile: ``torch.compile`` the image encoder's ``forward_features`` (what the network
+            calls) in place (True or a mode name).
     """
 
     def __init__(
@@ -178,7 +179,7 @@ class VQA(RunHealthHooks, L.LightningModule):
                 lm_path=lm_path, train_lm=lm_stage1_epochs == 0, max_question_length=max_question_length,
                 max_answer_length=max_answer_length, **common)
             self.loss_fn = CaptioningLoss(label_smoothing=label_smoothing)
-        compile_in_place(self.model.visual, compile)
+        compile_in_place(self.model.visual, compile, ENCODER_METHODS)
         self._index = {a: i for i, a in enumerate(answers or [])}
         self._rows: list[dict[str, Any]] = []
         self._predictions: list[dict[str, str]] = []
@@ -277,7 +278,7 @@ class VQA(RunHealthHooks, L.LightningModule):
         groups = param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
         for module in rest:
             groups += param_groups(module, weight_decay=hp.weight_decay, lr=hp.lr, skip_frozen=False)
-        opt = torch.optim.AdamW(groups, lr=hp.lr, betas=(0.9, 0.98), fused=self.device.type in ("cpu", "cuda"))
+        opt = adamw(groups, lr=hp.lr, betas=(0.9, 0.98))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
