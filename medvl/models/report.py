@@ -89,6 +89,11 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
             run over (micro too); None: all 14, the convention of MIMIC-CXR papers. A
             dataset that never mentions some observations (the synthetic one has seven)
             should list the ones it has, or their F1 of 0 caps the macro average.
+        feature_cache_mb: With ``freeze: all``: megabytes of encoder tokens kept per input image,
+            so each image is encoded once per run (not once per epoch, and for VQA once per
+            question); 0 (default) encodes every time. Keys are digests of the input tensor
+            (augmented images miss, never collide); a resumed run re-encodes in other batches,
+            so it matches an uninterrupted one to float rounding, not bit for bit.
         compile: ``torch.compile`` the image encoder's ``forward_features`` (what the network
             calls) in place: True for the default mode,
             or a mode name (CPU bf16 fast path: ``max-autotune-no-cudagraphs``).
@@ -132,6 +137,7 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
         max_eval_batches: int | None = None,
         ce_observations: list[str] | None = None,
         compile: bool | str = False,
+        feature_cache_mb: float = 0.0,
     ) -> None:
         super().__init__()
         if decoder == "prefix_lm" and not lm_path:
@@ -150,6 +156,7 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
             vision_kwargs=hp.vision_kwargs, encoder=encoder, freeze=freeze, unfreeze_last=unfreeze_last,
             decoder=decoder, decoder_kwargs=decoder_kwargs, vocab=vocab if decoder == "transformer" else None,
             lm_path=lm_path, train_lm=lm_stage1_epochs == 0, max_length=max_length,
+            feature_cache_mb=feature_cache_mb,
         )
         compile_in_place(self.model.visual, compile, ENCODER_METHODS)  # state-dict keys stay "model.visual.*"
         self.loss_fn = CaptioningLoss(label_smoothing=label_smoothing)

@@ -107,6 +107,11 @@ class VQA(RunHealthHooks, L.LightningModule):
         warmup_fraction: Share of steps in linear warm-up.
         label_smoothing: Cross-entropy label smoothing (``loss="ce"`` and the generative head).
         n_bootstrap: Bootstrap resamples of the test metrics' 95% intervals (0: none).
+        feature_cache_mb: With ``freeze: all``: megabytes of encoder tokens kept per input image,
+            so each image is encoded once per run (not once per epoch, and for VQA once per
+            question); 0 (default) encodes every time. Keys are digests of the input tensor
+            (augmented images miss, never collide); a resumed run re-encodes in other batches,
+            so it matches an uninterrupted one to float rounding, not bit for bit.
         compile: ``torch.compile`` the image encoder's ``forward_features`` (what the network
             calls) in place (True or a mode name).
     """
@@ -152,6 +157,7 @@ class VQA(RunHealthHooks, L.LightningModule):
         label_smoothing: float = 0.0,
         n_bootstrap: int = 1000,
         compile: bool | str = False,
+        feature_cache_mb: float = 0.0,
     ) -> None:
         super().__init__()
         choices = {"head": (head, HEADS), "answer_mode": (answer_mode, ("generate", "rank")),
@@ -167,7 +173,8 @@ class VQA(RunHealthHooks, L.LightningModule):
         hp = self.hparams
         hp.label_names = None if label_names is None else list(label_names)
         common = dict(vision_encoder=hp.vision_encoder, img_size=hp.img_size, in_chans=hp.in_chans,
-                      vision_kwargs=hp.vision_kwargs, encoder=encoder, freeze=freeze, unfreeze_last=unfreeze_last)
+                      vision_kwargs=hp.vision_kwargs, encoder=encoder, freeze=freeze, unfreeze_last=unfreeze_last,
+                      feature_cache_mb=feature_cache_mb)
         if head == "fusion":
             self.model: FusionVQA | GenerativeVQA = FusionVQA(
                 answers, text_encoder=text_encoder, text_kwargs=text_kwargs, fusion_kwargs=fusion_kwargs, pool=pool,

@@ -25,6 +25,7 @@ from medvl.data.vocab import WordTokenizer
 from medvl.encoders import create_encoder
 from medvl.heads import generation
 from medvl.heads.report_decoder import PrefixLMDecoder, PrefixLMTokenizer, TransformerReportDecoder
+from medvl.networks._feature_cache import frozen_feature_cache, image_tokens
 from medvl.networks._freeze import FREEZE_MODES, apply_freeze
 
 __all__ = ["ReportGenerator"]
@@ -56,6 +57,9 @@ class ReportGenerator(nn.Module):
         lm_path: Local Hugging Face causal LM folder for ``decoder="prefix_lm"``.
         train_lm: Prefix LM: train the LM too (stage 2); False trains only the projector.
         max_length: Longest report in tokens, ``<bos>``/``<eos>`` included.
+        feature_cache_mb: With ``freeze="all"``: megabytes of encoder tokens kept per input
+            image (:mod:`medvl.networks._feature_cache`), so each image is encoded once per
+            run instead of once per epoch; 0 (default) encodes every time.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class ReportGenerator(nn.Module):
         lm_path: str | None = None,
         train_lm: bool = False,
         max_length: int = 128,
+        feature_cache_mb: float = 0.0,
     ) -> None:
         super().__init__()
         if freeze not in FREEZE_MODES:
@@ -89,6 +94,7 @@ class ReportGenerator(nn.Module):
         self.decoder_kwargs = dict(decoder_kwargs or {})
         self.max_length = max_length
         self._apply_freeze()
+        self.feature_cache = frozen_feature_cache(self.visual, freeze, feature_cache_mb)
         self.decoder: TransformerReportDecoder | PrefixLMDecoder | None = None
         self.tokenizer: WordTokenizer | PrefixLMTokenizer | None = None
         if decoder == "prefix_lm":
@@ -142,8 +148,7 @@ class ReportGenerator(nn.Module):
     def visual_context(self, image: torch.Tensor) -> torch.Tensor:
         """Normalised images ``(B, C, S, S)`` -> the decoder's visual context ``(B, L, dim)``."""
         self._require_decoder()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.freeze != "all"):
-            tokens = self.visual.forward_features(image)  # (B, P + N, D)
+        tokens = image_tokens(self.visual, image, self.freeze, self.feature_cache)  # (B, P + N, D)
         return self.decoder.encode_visual(tokens)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ from torch import nn
 from medvl.encoders import create_encoder
 from medvl.heads import generation
 from medvl.heads.vqa import AnswerClassifier, FusionEncoder, QATokenizer, answer_log_likelihood
+from medvl.networks._feature_cache import frozen_feature_cache, image_tokens
 from medvl.networks._freeze import apply_freeze
 from medvl.networks.report import ReportGenerator
 
@@ -61,6 +62,9 @@ class FusionVQA(nn.Module):
             plus a position-preserving readout, which "which side?" and "which lobe?"
             need) or ``mean`` (METER's); see :class:`medvl.heads.vqa.AnswerClassifier`.
         spatial_channels: Values per image token kept by the ``spatial`` readout.
+        feature_cache_mb: With ``freeze="all"``: megabytes of encoder tokens kept per input
+            image (:mod:`medvl.networks._feature_cache`), so each image is encoded once
+            rather than once per question and epoch; 0 (default) encodes every time.
     """
 
     def __init__(
@@ -79,12 +83,14 @@ class FusionVQA(nn.Module):
         fusion_kwargs: dict[str, Any] | None = None,
         pool: Literal["mean", "spatial"] = "spatial",
         spatial_channels: int = 16,
+        feature_cache_mb: float = 0.0,
     ) -> None:
         super().__init__()
         self.visual = encoder if encoder is not None else create_encoder(
             vision_encoder, img_size=img_size, in_chans=in_chans, **(vision_kwargs or {}))
         self.freeze, self.unfreeze_last = freeze, unfreeze_last
         apply_freeze(self.visual, freeze, unfreeze_last)
+        self.feature_cache = frozen_feature_cache(self.visual, freeze, feature_cache_mb)
         self.text = create_encoder(text_encoder, **(text_kwargs or {}))
         self.num_image_tokens = self._count_tokens(img_size, in_chans)
         self.fusion = FusionEncoder(self.text.num_features, self.visual.num_features,
@@ -138,8 +144,7 @@ class FusionVQA(nn.Module):
         ids = question["input_ids"].to(image.device)
         mask = question.get("attention_mask")
         mask = torch.ones_like(ids) if mask is None else mask.to(image.device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.freeze != "all"):
-            patches = self.visual.forward_features(image)  # (B, P + N, D)
+        patches = image_tokens(self.visual, image, self.freeze, self.feature_cache)  # (B, P + N, D)
         words, mask = self.text.forward_tokens(ids, mask)  # (B, L, Dt), (B, L)
         t, v = self.fusion(words, mask, patches)
         return {"logits": self.head(t, mask, v)}

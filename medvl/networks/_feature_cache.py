@@ -1,0 +1,121 @@
+"""A frozen encoder's outputs, kept per input image, so a run encodes each image once.
+
+A frozen encoder (``freeze="all"``: no gradients, eval mode, no dropout) maps the same
+input tensor to the same tokens in every epoch, yet a training loop calls it for every
+sample of every epoch, and a VQA set asks ten questions of each image (one sample per
+question), so the same image is encoded ten times an epoch. The cache keys each image by
+a BLAKE2b digest of its bytes (with its shape, dtype, device and the autocast dtype in
+force), so a hit returns tokens computed from exactly that tensor: augmented images miss
+and are computed, never confused. It holds up to ``budget_mb`` of tokens, least recently
+used first out, and is emptied whenever the encoder's weights are loaded.
+
+Results equal the uncached forward up to the rounding a GEMM of another batch size gives
+(an image is encoded in the batch it first arrives in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["FeatureCache", "frozen_feature_cache", "image_tokens"]
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    kind = device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+
+class FeatureCache:
+    """LRU map from an input image to its encoder tokens, bounded in megabytes.
+
+    Args:
+        budget_mb: Most megabytes of tokens held (0 disables the cache).
+    """
+
+    def __init__(self, budget_mb: float) -> None:
+        if budget_mb < 0:
+            raise ValueError(f"the feature cache budget must be >= 0 MB, got {budget_mb}")
+        self.budget = int(budget_mb * 2**20)
+        self._store: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def clear(self) -> None:
+        """Forget every entry (the encoder's weights changed)."""
+        self._store.clear()
+        self._bytes = 0
+
+    def _key(self, x: torch.Tensor, context: bytes) -> bytes:
+        h = hashlib.blake2b(context, digest_size=16)
+        h.update(x.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        return h.digest()
+
+    def __call__(self, encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        """``encode(images)``, computing only the images not held; ``(B, ...)`` tokens."""
+        if self.budget == 0:
+            return encode(images)
+        context = repr((tuple(images.shape[1:]), images.dtype, images.device,
+                        _autocast_dtype(images.device))).encode()
+        keys = [self._key(x, context) for x in images]
+        missing: dict[bytes, int] = {}  # each image not held, by its first row (a batch may repeat one)
+        for i, k in enumerate(keys):
+            if k not in self._store and k not in missing:
+                missing[k] = i
+        fresh: dict[bytes, torch.Tensor] = {}
+        if missing:
+            rows_in = list(missing.values())
+            out = encode(images if len(rows_in) == len(keys) else images[rows_in])
+            fresh = dict(zip(missing, out.detach()))
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        rows = []
+        for k in keys:
+            if k in fresh:
+                rows.append(fresh[k])
+            else:
+                self._store.move_to_end(k)
+                rows.append(self._store[k])
+        for k, t in fresh.items():  # after the rows are taken: an eviction cannot drop one this batch needs
+            self._put(k, t)
+        return torch.stack(rows)
+
+    def _put(self, key: bytes, tokens: torch.Tensor) -> None:
+        size = tokens.numel() * tokens.element_size()
+        if key in self._store or size > self.budget:
+            return
+        self._store[key] = tokens.clone()  # not a view into the batch's output
+        self._bytes += size
+        while self._bytes > self.budget:
+            _, old = self._store.popitem(last=False)
+            self._bytes -= old.numel() * old.element_size()
+
+
+def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float) -> FeatureCache | None:
+    """The cache for a network's encoder: only a wholly frozen encoder (``freeze="all"``) has one.
+
+    It is emptied whenever the encoder's weights are loaded (directly or through a parent).
+    """
+    if budget_mb < 0:
+        raise ValueError(f"feature_cache_mb must be >= 0, got {budget_mb}")
+    if freeze != "all" or budget_mb == 0:
+        return None
+    cache = FeatureCache(budget_mb)
+    visual.register_load_state_dict_post_hook(lambda module, keys: cache.clear())
+    return cache
+
+
+def image_tokens(visual: torch.nn.Module, image: torch.Tensor, freeze: str,
+                 cache: FeatureCache | None) -> torch.Tensor:
+    """``visual.forward_features(image)``: without gradients for a frozen encoder, through ``cache`` if any."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and freeze != "all"):
+        if cache is None:
+            return visual.forward_features(image)
+        return cache(visual.forward_features, image)
