@@ -34,6 +34,33 @@ import subprocess
 import sys
 import time
 
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, by
+# a substring of torch.cuda.get_device_name(); --peak-tflops overrides (other devices, clocks).
+BF16_PEAK_TFLOPS = {
+    "H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0,
+    "H100": 756.0, "GH200": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0,
+}
+
+
+def _peak_tflops(name: str) -> float | None:
+    for key in sorted(BF16_PEAK_TFLOPS, key=len, reverse=True):  # the most specific match first
+        if key in name:
+            return BF16_PEAK_TFLOPS[key]
+    return None
+
+
+def _step_flops(model, x) -> int:
+    """FLOPs of one training step (forward + backward) of ``model`` on ``x``, counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).float().square().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
 TIMM_NAMES = {
     "vit_tiny_patch16": "vit_tiny_patch16_224",
     "vit_small_patch16": "vit_small_patch16_224",
@@ -73,6 +100,7 @@ def worker(cfg: dict) -> dict:
     x = torch.randn(cfg["batch"], 1, cfg["img"], cfg["img"], generator=g).to(device)
     target = torch.randn(cfg["batch"], model.num_features, generator=g).to(device)
     bf16 = cfg["dtype"] == "bf16"
+    flops = _step_flops(model, x)  # eager, before compilation: the model's own FLOPs, not a graph's
 
     def step() -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -106,7 +134,7 @@ def worker(cfg: dict) -> dict:
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
     return {"images_per_s": cfg["batch"] * cfg["steps"] / elapsed, "peak_mb": peak_mb,
-            "first_loss": first_loss, "first_step_s": first_s}
+            "first_loss": first_loss, "first_step_s": first_s, "tflops": flops * cfg["steps"] / elapsed / 1e12}
 
 
 def _numerics(arch: str, img: int) -> float:
@@ -132,6 +160,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--only", default=None, help="comma-separated subset, e.g. medvl-compile-fp32,timm-eager-fp32")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's dense bf16 peak for model FLOP utilisation (default: from the device name "
+                        "on CUDA, see BF16_PEAK_TFLOPS)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
@@ -141,7 +172,9 @@ def main() -> None:
     import torch
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"{a.arch} (timm: {TIMM_NAMES[a.arch]}), 1x{a.img}x{a.img}, batch {a.batch}, device {device}, "
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    peak = a.peak_tflops or (_peak_tflops(name) if device == "cuda" else None)
+    print(f"{a.arch} (timm: {TIMM_NAMES[a.arch]}), 1x{a.img}x{a.img}, batch {a.batch}, device {device} ({name}), "
           f"{a.threads} threads, torch {torch.__version__}, compile mode {a.compile_mode}")
     print(f"numerics: max |medvl - timm| on the same weights and batch (fp32) = {_numerics(a.arch, a.img):.2e}")
 
@@ -184,7 +217,8 @@ def main() -> None:
         if rs:
             speeds = sorted(r["images_per_s"] for r in rs)
             results[label] = {"images_per_s": statistics.median(speeds), "min": speeds[0], "max": speeds[-1],
-                              "peak_mb": max(r["peak_mb"] for r in rs)}
+                              "peak_mb": max(r["peak_mb"] for r in rs),
+                              "tflops": statistics.median(r["tflops"] for r in rs)}
 
     print(f"\nmedian of {a.repeats} rounds (min-max in brackets)")
     print(f"{'configuration':<32} {'img/s':>8} {'range':>15} {'peak MB':>9} {'vs timm eager (same dtype)':>28}")
@@ -194,11 +228,23 @@ def main() -> None:
         ratio = f"{r['images_per_s'] / base['images_per_s']:.2f}x speed, {r['peak_mb'] / max(base['peak_mb'], 1):.2f}x mem" if base else "-"
         span = f"[{r['min']:.1f}-{r['max']:.1f}]"
         print(f"{label:<32} {r['images_per_s']:8.2f} {span:>15} {r['peak_mb']:9.0f} {ratio:>28}")
+    if peak:
+        print(f"\nmodel FLOP utilisation (FLOPs of the step as torch counts them, against {peak:.1f} TFLOP/s "
+              "dense bf16)")
+        for label, r in results.items():
+            if "bf16" in label:
+                print(f"{label:<32} {r["tflops"]:8.2f} TFLOP/s  MFU {100 * r['tflops'] / peak:5.1f}%"
+                      f"{'  (target >= 45%)' if label.startswith('medvl') else ''}")
     for dtype in ("fp32", "bf16"):
         fast, base = results.get(f"medvl-compile-{dtype}"), results.get(f"timm-eager-{dtype}")
         if fast and base:
             print(f"medvl fast path (compile) / timm eager, {dtype}: {fast['images_per_s'] / base['images_per_s']:.2f}x "
-                  f"(target >= 1.25x)")
+                  f"(target >= {'1.3' if device == 'cuda' else '1.25'}x)")
+        best = {impl: max((r["images_per_s"], k) for k, r in results.items() if k.startswith(impl) and dtype in k)
+                for impl in ("medvl", "timm") if any(k.startswith(impl) and dtype in k for k in results)}
+        if len(best) == 2:
+            print(f"best medvl ({best['medvl'][1]}) / best timm ({best['timm'][1]}), {dtype}: "
+                  f"{best['medvl'][0] / best['timm'][0]:.2f}x")
 
 
 if __name__ == "__main__":
