@@ -463,9 +463,9 @@ _CATEGORIES = (  # self-CPU-time buckets of a profile, first match wins
 def profile_summary(ops: list[dict[str, Any]]) -> dict[str, float]:
     """Share of self CPU time per category (see ``_CATEGORIES``); the rest is ``other``.
 
-    AdamW on the CPU runs per parameter (no foreach/fused kernel by default), so its aten
-    ops (mul_, add_, div, sqrt, addcmul_, addcdiv_, lerp_) land in "elementwise", with the
-    gradient accumulation. (The inclusive time of ``Optimizer.step`` says nothing here:
+    open_clip's AdamW on the CPU runs per parameter (no foreach/fused kernel by default), so
+    its aten ops (mul_, add_, div, sqrt, addcmul_, addcdiv_, lerp_) land in "elementwise",
+    with the gradient accumulation; medvl's fused kernel (``_fused_adamw_``) is "optimizer". (The inclusive time of ``Optimizer.step`` says nothing here:
     Lightning runs forward and backward inside it, as the step's closure.)
     """
     total = sum(o["self_cpu_us"] for o in ops) or 1.0
@@ -515,9 +515,10 @@ def _differences(a: argparse.Namespace, long_share: float, untrimmed: float) -> 
         "augments (albumentations affine, brightness/contrast, gamma, noise); open_clip decodes the exported "
         "8-bit PNG per sample and applies RandomResizedCrop(scale 0.9-1, bicubic); "
         f"loader workers {a.workers} in both",
-        f"'best': medvl compiles the image encoder (mode {a.medvl_compile}) under bf16-mixed autocast; open_clip "
-        "compiles the whole CLIP model (default mode) under amp_bf16 autocast",
-        "optimiser: AdamW lr 5e-4, wd 0.2, betas 0.9/0.98 in both; eps 1e-8 (medvl) vs 1e-6; warm-up + cosine "
+        f"'best': medvl compiles its whole network, both towers and projections (mode {a.medvl_compile}), "
+        "under bf16-mixed autocast; open_clip compiles the whole CLIP model (default mode) under amp_bf16 autocast",
+        "optimiser: AdamW lr 5e-4, wd 0.2, betas 0.9/0.98 in both (medvl: torch's fused kernel; open_clip: the "
+        "default per-parameter loop); eps 1e-8 (medvl) vs 1e-6; warm-up + cosine "
         "schedules over the run; both write a checkpoint after the last step (outside the timing)",
         "peak RSS: the main process (with workers > 0, the larger of it and any one worker)",
     ]
@@ -635,8 +636,7 @@ def main() -> int:
     for r in runs.get("best", {}).get("medvl", [])[:1]:
         if r.get("compiled_graphs") == 0:
             diffs.append(f"WARNING: medvl was asked to compile (--model.init_args.compile {a.medvl_compile}) but "
-                         "torch._dynamo compiled no graph: its 'best' ran eager (the task compiles model.visual "
-                         "in place, and ImageTextModel calls visual.forward_features/forward_head, not visual(...))")
+                         "torch._dynamo compiled no graph: its 'best' ran eager")
     print("what differs:\n" + "\n".join(f"  - {d}" for d in diffs))
 
     profiles: dict[str, dict[str, Any]] = {}
