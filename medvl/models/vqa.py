@@ -103,6 +103,9 @@ class VQA(RunHealthHooks, L.LightningModule):
         num_beams: Beam width.
         lr: Peak learning rate (head).
         encoder_lr_scale: Encoder learning rate relative to ``lr``.
+        text_lr_scale: Fusion head: the question encoder's learning rate relative to ``lr``
+            (METER trains its pretrained text encoder at a fraction of the fusion layers'
+            rate; a pretrained ``hf_text`` encoder wants about 0.05 of a 1e-3 ``lr``).
         weight_decay: Decoupled weight decay (norms, biases, embeddings exempt).
         warmup_fraction: Share of steps in linear warm-up.
         label_smoothing: Cross-entropy label smoothing (``loss="ce"`` and the generative head).
@@ -152,6 +155,7 @@ class VQA(RunHealthHooks, L.LightningModule):
         num_beams: int = 3,
         lr: float = 5e-4,
         encoder_lr_scale: float = 0.1,
+        text_lr_scale: float = 1.0,
         weight_decay: float = 0.05,
         warmup_fraction: float = 0.05,
         label_smoothing: float = 0.0,
@@ -281,10 +285,11 @@ class VQA(RunHealthHooks, L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        rest = [m for name, m in self.model.named_children() if name != "visual"]
         groups = param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
-        for module in rest:
-            groups += param_groups(module, weight_decay=hp.weight_decay, lr=hp.lr, skip_frozen=False)
+        for name, module in self.model.named_children():
+            if name != "visual":
+                lr = hp.lr * (hp.text_lr_scale if name == "text" and isinstance(self.model, FusionVQA) else 1.0)
+                groups += param_groups(module, weight_decay=hp.weight_decay, lr=lr, skip_frozen=False)
         opt = adamw(groups, lr=hp.lr, betas=(0.9, 0.98))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = warmup_cosine(opt, total_steps=total, warmup_steps=int(hp.warmup_fraction * total))

@@ -145,3 +145,20 @@ def test_rules_of_the_task():
     assert task.hparams.answers == ["yes", "no"] and set(task.tokenizers()) == {"question"}
     with pytest.raises(ValueError, match="VQADataModule"):
         VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_encoder="test_text_tiny").setup("fit")
+
+
+def test_question_encoder_learning_rate_scale():
+    from types import SimpleNamespace
+
+    from medvl.models import VQA
+
+    task = VQA(head="fusion", vision_encoder="test_vit_tiny_patch8", img_size=32, text_encoder="test_text_tiny",
+               answers=["yes", "no"], freeze="partial", unfreeze_last=1, lr=1e-3, encoder_lr_scale=0.1,
+               text_lr_scale=0.05, fusion_kwargs={"dim": 32, "depth": 1, "num_heads": 2})
+    task._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    opt = task.configure_optimizers()["optimizer"]
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for part, lr in ((task.model.text, 5e-5), (task.model.fusion, 1e-3), (task.model.head, 1e-3),
+                     (task.model.visual, 1e-4)):
+        lrs = [lr_of[id(p)] for p in part.parameters() if p.requires_grad]
+        assert lrs and lrs == pytest.approx([lr] * len(lrs))
