@@ -471,6 +471,28 @@ class PatchEncoder(nn.Module):
             x = self._run_block(blk, x, rope)
         return self.norm(x)
 
+    def forward_trunk(self, x: torch.Tensor, stop: int) -> torch.Tensor:
+        """Tokens after the embedding and the first ``stop`` blocks, before the final norm.
+
+        With :meth:`forward_rest`, ``forward_rest(forward_trunk(x, k), k, x.shape[2:])``
+        equals ``forward_features(x)`` (without patch dropout): a partly frozen encoder's
+        feature cache keeps the frozen trunk's output and runs only the trained blocks.
+        """
+        x, rope = self._embed_with_rope(x)
+        for blk in list(self.blocks)[:stop]:
+            x = self._run_block(blk, x, rope)
+        return x
+
+    def forward_rest(self, x: torch.Tensor, start: int, spatial_shape: tuple[int, ...]) -> torch.Tensor:
+        """Blocks ``start:`` and the final norm on :meth:`forward_trunk`'s tokens of an input of ``spatial_shape``."""
+        rope = None
+        if self.config.rope:
+            grid = self.patch_embed.dynamic_feat_size(tuple(spatial_shape))
+            rope = pad_rope(self.rope_embed(grid, device=x.device), self.num_prefix_tokens)
+        for blk in list(self.blocks)[start:]:
+            x = self._run_block(blk, x, rope)
+        return self.norm(x)
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Pools tokens ``(B, P + N, D)`` to ``(B, D)``, then ``fc_norm``.
 

@@ -89,7 +89,8 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
             run over (micro too); None: all 14, the convention of MIMIC-CXR papers. A
             dataset that never mentions some observations (the synthetic one has seven)
             should list the ones it has, or their F1 of 0 caps the macro average.
-        feature_cache_mb: With ``freeze: all``: megabytes of encoder tokens kept per input image,
+        feature_cache_mb: With ``freeze: all`` (``partial``: the frozen trunk's output, the trained
+            blocks run each step): megabytes of encoder tokens kept per input image,
             so each image is encoded once per run (not once per epoch, and for VQA once per
             question); 0 (default) encodes every time. Keys are digests of the input tensor
             (augmented images miss, never collide); a resumed run re-encodes in other batches,

@@ -110,7 +110,8 @@ class VQA(RunHealthHooks, L.LightningModule):
         warmup_fraction: Share of steps in linear warm-up.
         label_smoothing: Cross-entropy label smoothing (``loss="ce"`` and the generative head).
         n_bootstrap: Bootstrap resamples of the test metrics' 95% intervals (0: none).
-        feature_cache_mb: With ``freeze: all``: megabytes of encoder tokens kept per input image,
+        feature_cache_mb: With ``freeze: all`` (``partial``: the frozen trunk's output, the trained
+            blocks run each step): megabytes of encoder tokens kept per input image,
             so each image is encoded once per run (not once per epoch, and for VQA once per
             question); 0 (default) encodes every time. Keys are digests of the input tensor
             (augmented images miss, never collide); a resumed run re-encodes in other batches,

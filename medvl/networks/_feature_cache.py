@@ -1,4 +1,4 @@
-"""A frozen encoder's outputs, kept per input image, so a run encodes each image once.
+"""A frozen encoder's outputs (or a partly frozen one's frozen trunk), kept per input image.
 
 A frozen encoder (``freeze="all"``: no gradients, eval mode, no dropout) maps the same
 input tensor to the same tokens in every epoch, yet a training loop calls it for every
@@ -7,7 +7,9 @@ question), so the same image is encoded ten times an epoch. The cache keys each 
 a BLAKE2b digest of its bytes (with its shape, dtype, device and the autocast dtype in
 force), so a hit returns tokens computed from exactly that tensor: augmented images miss
 and are computed, never confused. It holds up to ``budget_mb`` of tokens, least recently
-used first out, and is emptied whenever the encoder's weights are loaded.
+used first out, and is emptied whenever the encoder's weights are loaded. A partly frozen
+encoder (``freeze="partial"``) keeps the output of its frozen trunk (the embedding and the
+blocks before the trained ones) and runs only the trained blocks each step.
 
 Results equal the uncached forward up to the rounding a GEMM of another batch size gives
 (an image is encoded in the batch it first arrives in).
@@ -16,12 +18,15 @@ Results equal the uncached forward up to the rounding a GEMM of another batch si
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 
 __all__ = ["FeatureCache", "frozen_feature_cache", "image_tokens"]
+
+log = logging.getLogger(__name__)
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -44,6 +49,7 @@ class FeatureCache:
         self._bytes = 0
         self.hits = 0
         self.misses = 0
+        self.trunk_blocks: int | None = None  # set by frozen_feature_cache for a partly frozen encoder
 
     def __len__(self) -> int:
         return len(self._store)
@@ -98,23 +104,59 @@ class FeatureCache:
             self._bytes -= old.numel() * old.element_size()
 
 
-def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float) -> FeatureCache | None:
-    """The cache for a network's encoder: only a wholly frozen encoder (``freeze="all"``) has one.
+def _stochastic(visual: torch.nn.Module, stop: int) -> bool:
+    """Whether the trunk (embedding and blocks ``:stop``) samples anything in training mode."""
+    if getattr(getattr(visual, "config", None), "patch_dropout", 0.0) > 0:
+        return True
+    parts = [m for name, m in visual.named_children() if name not in ("blocks", "norm", "fc_norm", "head",
+                                                                        "head_drop", "attn_pool")]
+    parts += list(visual.blocks)[:stop]
+    for part in parts:
+        for m in part.modules():
+            if getattr(m, "p", 0.0) and isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                return True
+            if getattr(m, "drop_prob", 0.0):  # DropPath
+                return True
+    return False
 
-    It is emptied whenever the encoder's weights are loaded (directly or through a parent).
+
+def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float,
+                         unfreeze_last: int = 0) -> FeatureCache | None:
+    """The cache for a network's encoder, or None: only the frozen part of an encoder is kept.
+
+    ``freeze="all"`` keeps the encoder's output tokens; ``freeze="partial"`` keeps the
+    frozen trunk's tokens (embedding and the blocks before the last ``unfreeze_last``;
+    the encoder needs ``forward_trunk``/``forward_rest``, as :class:`~medvl.encoders.PatchEncoder`
+    has), and the trained blocks run on them each step, unless the trunk samples in
+    training (dropout, drop-path, patch dropout), where nothing is cached. It is emptied
+    whenever the encoder's weights are loaded (directly or through a parent).
     """
     if budget_mb < 0:
         raise ValueError(f"feature_cache_mb must be >= 0, got {budget_mb}")
-    if freeze != "all" or budget_mb == 0:
+    if budget_mb == 0 or freeze == "none":
         return None
+    if freeze == "partial":
+        stop = len(visual.blocks) - unfreeze_last
+        if stop <= 0 or not hasattr(visual, "forward_trunk"):
+            return None
+        if _stochastic(visual, stop):
+            log.warning("feature cache off: the frozen trunk of the encoder samples in training "
+                        "(dropout, drop-path or patch dropout)")
+            return None
     cache = FeatureCache(budget_mb)
+    cache.trunk_blocks = None if freeze == "all" else len(visual.blocks) - unfreeze_last
     visual.register_load_state_dict_post_hook(lambda module, keys: cache.clear())
     return cache
 
 
 def image_tokens(visual: torch.nn.Module, image: torch.Tensor, freeze: str,
                  cache: FeatureCache | None) -> torch.Tensor:
-    """``visual.forward_features(image)``: without gradients for a frozen encoder, through ``cache`` if any."""
+    """``visual.forward_features(image)``: without gradients where frozen, its frozen part through ``cache`` if any."""
+    if cache is not None and cache.trunk_blocks is not None:  # partly frozen: cached trunk, trained rest
+        stop = cache.trunk_blocks
+        with torch.no_grad():
+            trunk = cache(lambda x: visual.forward_trunk(x, stop), image)
+        return visual.forward_rest(trunk, stop, tuple(image.shape[2:]))
     with torch.set_grad_enabled(torch.is_grad_enabled() and freeze != "all"):
         if cache is None:
             return visual.forward_features(image)

@@ -57,7 +57,8 @@ class ReportGenerator(nn.Module):
         lm_path: Local Hugging Face causal LM folder for ``decoder="prefix_lm"``.
         train_lm: Prefix LM: train the LM too (stage 2); False trains only the projector.
         max_length: Longest report in tokens, ``<bos>``/``<eos>`` included.
-        feature_cache_mb: With ``freeze="all"``: megabytes of encoder tokens kept per input
+        feature_cache_mb: With ``freeze="all"`` (or ``"partial"``: the frozen trunk's tokens):
+            megabytes of encoder tokens kept per input
             image (:mod:`medvl.networks._feature_cache`), so each image is encoded once per
             run instead of once per epoch; 0 (default) encodes every time.
     """
@@ -94,7 +95,7 @@ class ReportGenerator(nn.Module):
         self.decoder_kwargs = dict(decoder_kwargs or {})
         self.max_length = max_length
         self._apply_freeze()
-        self.feature_cache = frozen_feature_cache(self.visual, freeze, feature_cache_mb)
+        self.feature_cache = frozen_feature_cache(self.visual, freeze, feature_cache_mb, unfreeze_last)
         self.decoder: TransformerReportDecoder | PrefixLMDecoder | None = None
         self.tokenizer: WordTokenizer | PrefixLMTokenizer | None = None
         if decoder == "prefix_lm":

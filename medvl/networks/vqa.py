@@ -62,7 +62,8 @@ class FusionVQA(nn.Module):
             plus a position-preserving readout, which "which side?" and "which lobe?"
             need) or ``mean`` (METER's); see :class:`medvl.heads.vqa.AnswerClassifier`.
         spatial_channels: Values per image token kept by the ``spatial`` readout.
-        feature_cache_mb: With ``freeze="all"``: megabytes of encoder tokens kept per input
+        feature_cache_mb: With ``freeze="all"`` (or ``"partial"``: the frozen trunk's tokens):
+            megabytes of encoder tokens kept per input
             image (:mod:`medvl.networks._feature_cache`), so each image is encoded once
             rather than once per question and epoch; 0 (default) encodes every time.
     """
@@ -90,7 +91,7 @@ class FusionVQA(nn.Module):
             vision_encoder, img_size=img_size, in_chans=in_chans, **(vision_kwargs or {}))
         self.freeze, self.unfreeze_last = freeze, unfreeze_last
         apply_freeze(self.visual, freeze, unfreeze_last)
-        self.feature_cache = frozen_feature_cache(self.visual, freeze, feature_cache_mb)
+        self.feature_cache = frozen_feature_cache(self.visual, freeze, feature_cache_mb, unfreeze_last)
         self.text = create_encoder(text_encoder, **(text_kwargs or {}))
         self.num_image_tokens = self._count_tokens(img_size, in_chans)
         self.fusion = FusionEncoder(self.text.num_features, self.visual.num_features,

@@ -7,6 +7,7 @@ import torch
 
 from medvl.networks import ReportGenerator
 from medvl.networks._feature_cache import FeatureCache
+from medvl.losses import VQALoss
 from tests.networks.test_vqa import QUESTIONS, _fusion, _images, _vocab
 
 
@@ -86,15 +87,51 @@ def test_fusion_vqa_encodes_each_image_once_and_answers_as_without_the_cache():
     assert len(cached.feature_cache) == 0
 
 
-def test_only_a_wholly_frozen_encoder_is_cached():
-    assert _fusion(freeze="partial", feature_cache_mb=16).feature_cache is None
+def test_what_is_cached_follows_the_freeze_mode():
     assert _fusion(freeze="none", feature_cache_mb=16).feature_cache is None
     assert _fusion(freeze="all").feature_cache is None  # off by default
+    assert _fusion(freeze="all", feature_cache_mb=16).feature_cache.trunk_blocks is None  # the whole output
+    depth = len(_fusion().visual.blocks)
+    assert _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16).feature_cache.trunk_blocks == depth - 1
+    assert _fusion(freeze="partial", unfreeze_last=depth, feature_cache_mb=16).feature_cache is None  # no trunk
+    # a trunk that samples in training (dropout) is never cached; drop-path rises from 0 at block 0
+    assert _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16,
+                   vision_kwargs={"proj_drop_rate": 0.1}).feature_cache is None
     gen = ReportGenerator(vision_encoder="test_vit_tiny_patch8", img_size=32, freeze="all", vocab=_vocab(),
                           decoder_kwargs={"dim": 32, "depth": 1, "num_heads": 2}, feature_cache_mb=16)
     with torch.no_grad():
         gen.visual_context(_images(3)), gen.visual_context(_images(3))
     assert (gen.feature_cache.hits, gen.feature_cache.misses) == (3, 3)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"rope": True, "reg_tokens": 2}])
+def test_trunk_and_rest_compose_to_forward_features(kwargs):
+    from medvl.encoders import create_encoder
+
+    torch.manual_seed(0)
+    enc = create_encoder("test_vit_tiny_patch8", img_size=32, in_chans=1, **kwargs).eval()
+    x = torch.randn(2, 1, 32, 32)
+    for k in range(len(enc.blocks) + 1):
+        torch.testing.assert_close(enc.forward_rest(enc.forward_trunk(x, k), k, x.shape[2:]), enc.forward_features(x))
+
+
+def test_partial_freeze_trains_the_last_blocks_on_the_cached_trunk():
+    plain = _fusion(freeze="partial", unfreeze_last=1)
+    cached = _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16)
+    cached.load_state_dict(plain.state_dict())
+    images = _images(2).repeat(2, 1, 1, 1)
+    targets = torch.tensor([0, 2, 1, 3])
+    for model in (plain, cached):
+        model.train()
+        for _ in range(2):  # two steps: the second reads the trunk from the cache
+            model.zero_grad()
+            VQALoss()(**model(images, QUESTIONS), targets=targets).backward()
+    assert cached.feature_cache.misses == 2 and cached.feature_cache.hits == 6
+    last = dict(plain.visual.blocks[-1].named_parameters())
+    for name, p in cached.visual.blocks[-1].named_parameters():
+        torch.testing.assert_close(p.grad, last[name].grad, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in cached.visual.blocks[0].parameters())  # the frozen trunk
+    torch.testing.assert_close(cached.visual.norm.weight.grad, plain.visual.norm.weight.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_the_tasks_pass_the_budget_to_their_networks():
