@@ -124,7 +124,8 @@ class TextTransformer(nn.Module):
         """
         if attention_mask is None:
             attention_mask = (input_ids != 0).long()
-        length = int(attention_mask.sum(1).max())
+        # an empty batch (a distributed rank whose samples were all unreadable) keeps one position
+        length = int(attention_mask.sum(1).max()) if attention_mask.shape[0] else 1
         input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
         x = self.token_embedding(input_ids) + self.positional_embedding[:length]  # (B, L, D)
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L) True = attend

@@ -92,7 +92,7 @@ def global_clip_loss(batch: GlobalBatch, logit_scale: torch.Tensor, label_smooth
     logits_t2i = logit_scale * batch.text @ batch.all_image.T  # (n, N)
     loss = F.cross_entropy(logits_i2t, labels, reduction="sum", label_smoothing=label_smoothing)
     loss = loss + F.cross_entropy(logits_t2i, labels, reduction="sum", label_smoothing=label_smoothing)
-    return loss / 2 * (batch.world / batch.total)
+    return loss / 2 * (batch.world / max(batch.total, 1))
 
 
 def global_siglip_loss(batch: GlobalBatch, logit_scale: torch.Tensor, logit_bias: torch.Tensor) -> torch.Tensor:
@@ -102,4 +102,4 @@ def global_siglip_loss(batch: GlobalBatch, logit_scale: torch.Tensor, logit_bias
     labels = -torch.ones_like(logits)
     rows = torch.arange(n, device=logits.device)
     labels[rows, rows + batch.offset] = 1.0
-    return -F.logsigmoid(labels * logits).sum() * (batch.world / batch.total)
+    return -F.logsigmoid(labels * logits).sum() * (batch.world / max(batch.total, 1))

@@ -212,15 +212,33 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
 
     # -- training -----------------------------------------------------------------------
 
+    def _empty_batch(self) -> dict[str, Any]:
+        """A batch of no samples: a distributed rank whose samples were all unreadable still takes the step.
+
+        Under DDP every rank must join the loss's all-gather and the gradient all-reduce, or
+        the others wait for it (and pair their next collective with its). With no rows the
+        rank's share of the global loss (``medvl.losses.distributed``: a sum over its own rows,
+        scaled by world / global rows) is exactly 0, so the step equals a single process
+        training on the samples the other ranks hold.
+        """
+        hp = self.hparams
+        image = torch.zeros(0, hp.in_chans, hp.img_size, hp.img_size, device=self.device)
+        tokens = {k: v[:0].to(self.device) for k, v in self.model.tokenizer(["."]).items()}
+        return {"image": image, "report_tokens": tokens, "report": []}
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self.health.count(self, batch)
-        if "image" not in batch:  # every sample of the batch was unreadable
-            return None
+        empty = "image" not in batch  # every sample of the batch was unreadable
+        if empty:
+            if self.trainer.world_size == 1:
+                return None  # Lightning skips the step
+            batch = self._empty_batch()
         out = self.model(batch["image"], self._text(batch))
         loss = self.loss_fn(**out)
-        bs = batch["image"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/logit_scale", out["logit_scale"], batch_size=bs)
+        if not empty:
+            bs = batch["image"].shape[0]
+            self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+            self.log("train/logit_scale", out["logit_scale"], batch_size=bs)
         return self.health.guard(self, loss)
 
     def on_train_epoch_end(self) -> None:

@@ -39,7 +39,8 @@ class StepRecord(L.Callback):
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         self.steps.append({"step": trainer.global_step, "loss": float(loss.detach().double().item()),
-                           "study_id": [str(s) for s in batch["study_id"]]})
+                           "study_id": [str(s) for s in batch.get("study_id", [])],  # none: all unreadable
+                           "n_skipped": int(batch.get("n_skipped", 0))})
         if trainer.global_step in self.save_after:
             trainer.save_checkpoint(str(self.out / f"step{trainer.global_step}.ckpt"))
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -182,3 +183,34 @@ def test_torchrun_launch_of_the_multi_node_config(single, dataset, tmp_path):
     assert {(r["world_size"], r["environment"]) for r in ranks} == {(WORLD, "TorchElasticEnvironment")}
     _check_global_batches(ranks, single[0])
     _check_losses(ranks, single[0])
+
+
+def test_a_rank_whose_whole_batch_is_unreadable_still_takes_the_step(ddp, dataset, tmp_path):
+    """Rank 1's whole batch of step 2 unreadable: it joins the collectives with no rows, and the run
+    trains exactly as one process on the samples that remain (its share of the global loss is 0)."""
+    ranks, _ = ddp
+    bad = set(ranks[1]["steps"][1]["study_id"])
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    rows = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        if str(row["study_id"]) in bad:
+            path = data / row["image"]
+            path.write_bytes(path.read_bytes()[:200])  # a truncated DICOM
+    results = []
+    for name, batch, extra, world in (("single", PER_RANK * WORLD, (), 1),
+                                      ("ddp", PER_RANK, ("--trainer.strategy", "ddp", "--trainer.devices",
+                                                         str(WORLD)), WORLD)):
+        out = tmp_path / name
+        results.append(_run(_fit_args(data, out, batch, "--data.preload", "false", *extra), out, world=world))
+    (single,), ddp_ranks = results
+    step2 = [r["steps"][1] for r in ddp_ranks]
+    assert step2[1]["study_id"] == [] and step2[1]["n_skipped"] == PER_RANK and step2[1]["loss"] == 0.0
+    assert len(step2[0]["study_id"]) == PER_RANK
+    assert sorted(single["steps"][1]["study_id"]) == sorted(step2[0]["study_id"])
+    _check_losses(ddp_ranks, single)  # every step, the skipped one included
+    a = torch.load(tmp_path / "single" / f"step{STEPS}.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "ddp" / f"step{STEPS}.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    for name, x in a.items():
+        if not name.endswith("attn.qkv.bias"):  # the key bias: see the module docstring
+            torch.testing.assert_close(b[name], x, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
