@@ -363,6 +363,24 @@ class RunHealth:
             if saved["files"]:
                 self.unnamed[stage] = dict(saved["files"])
 
+    def empty_step(self, module) -> torch.Tensor | None:
+        """The step of a batch whose samples were all unreadable: None in one process (Lightning skips it).
+
+        Under DDP every rank must take part in the gradient all-reduce (and in :meth:`guard`'s
+        vote), or the others wait for it and pair their next collective with its: the rank
+        returns a zero loss joined to every trained parameter, so it contributes a zero
+        gradient. DDP averages over ranks, so that step moves the weights by
+        ``(world - 1) / world`` of what one process would on the remaining samples.
+        (Contrastive pretraining, whose loss is defined over the global batch, runs the
+        network on no rows instead, which is exact.)
+        """
+        trainer = module._trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        params = [p for p in module.parameters() if p.requires_grad]
+        zero = torch.stack([p.sum() for p in params]).sum() * 0.0
+        return self.guard(module, zero)
+
     def guard(self, module, loss: torch.Tensor) -> torch.Tensor | None:
         """``loss`` when finite on every rank, else None (the optimiser step is skipped).
 

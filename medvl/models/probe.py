@@ -200,7 +200,7 @@ class Classifier(RunHealthHooks, L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self.health.count(self, batch)
         if "image" not in batch:  # every sample of the batch was unreadable
-            return None
+            return self.health.empty_step(self)
         out = self(batch["image"])
         loss = self.loss_fn(**out, labels=self._labels(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])

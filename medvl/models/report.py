@@ -232,7 +232,7 @@ class ReportGeneration(RunHealthHooks, L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self.health.count(self, batch)
         if "image" not in batch:
-            return None
+            return self.health.empty_step(self)
         loss = self.loss_fn(**self.model(batch["image"], self._tokens(batch)))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return self.health.guard(self, loss)

@@ -271,7 +271,7 @@ class VQA(RunHealthHooks, L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self.health.count(self, batch)
         if "image" not in batch:
-            return None
+            return self.health.empty_step(self)
         loss = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return self.health.guard(self, loss)

@@ -219,3 +219,21 @@ def test_the_counters_round_trip_through_a_state_dict():
     assert other.samples == {} and other.nonfinite_steps == 3
     with pytest.raises(ValueError, match="format"):
         RunHealth().load_state_dict({"format": 99})
+
+
+def test_an_all_unreadable_batch_joins_the_step_under_ddp_with_a_zero_gradient():
+    from types import SimpleNamespace
+
+    from medvl.models import Classifier
+
+    task = Classifier(vision_encoder="test_vit_tiny_patch8", img_size=32, label_names=["a"], mode="finetune")
+    assert task.training_step({"n_skipped": 2, "skipped": []}, 0) is None  # one process: Lightning skips it
+    votes = []
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda ok, all: votes.append(ok) or ok)
+    task._trainer = SimpleNamespace(world_size=2, strategy=strategy, global_step=0, training=True)
+    task.health.count = lambda *a, **k: None  # counting is tested above; here only the step
+    loss = task.training_step({"n_skipped": 2, "skipped": []}, 0)
+    assert votes == [True] and float(loss) == 0.0  # it took part in the finite-loss vote
+    loss.backward()
+    trained = [p for p in task.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None and not p.grad.any() for p in trained)
