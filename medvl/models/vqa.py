@@ -289,7 +289,7 @@ class VQA(RunHealthHooks, L.LightningModule):
         groups = param_groups(self.model.visual, weight_decay=hp.weight_decay, lr=hp.lr * hp.encoder_lr_scale)
         for name, module in self.model.named_children():
             if name != "visual":
-                lr = hp.lr * (hp.text_lr_scale if name == "text" and isinstance(self.model, FusionVQA) else 1.0)
+                lr = hp.lr * (hp.text_lr_scale if name == "text" else 1.0)  # only the fusion head has one
                 groups += param_groups(module, weight_decay=hp.weight_decay, lr=lr, skip_frozen=False)
         opt = adamw(groups, lr=hp.lr, betas=(0.9, 0.98))
         total = max(1, int(self.trainer.estimated_stepping_batches))

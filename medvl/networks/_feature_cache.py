@@ -59,9 +59,10 @@ class FeatureCache:
         self._store.clear()
         self._bytes = 0
 
-    def _key(self, x: torch.Tensor, context: bytes) -> bytes:
+    @staticmethod
+    def _key(row: torch.Tensor, context: bytes) -> bytes:
         h = hashlib.blake2b(context, digest_size=16)
-        h.update(x.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        h.update(row.view(torch.uint8).numpy().tobytes())
         return h.digest()
 
     def __call__(self, encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,8 @@ class FeatureCache:
             return encode(images)
         context = repr((tuple(images.shape[1:]), images.dtype, images.device,
                         _autocast_dtype(images.device))).encode()
-        keys = [self._key(x, context) for x in images]
+        host = images.detach().contiguous().cpu()  # one copy for the batch (none on the CPU)
+        keys = [self._key(row, context) for row in host]
         missing: dict[bytes, int] = {}  # each image not held, by its first row (a batch may repeat one)
         for i, k in enumerate(keys):
             if k not in self._store and k not in missing:
@@ -104,8 +106,10 @@ class FeatureCache:
             self._bytes -= old.numel() * old.element_size()
 
 
-def _stochastic(visual: torch.nn.Module, stop: int) -> bool:
-    """Whether the trunk (embedding and blocks ``:stop``) samples anything in training mode."""
+def _batch_dependent(visual: torch.nn.Module, stop: int) -> bool:
+    """Whether the trunk's output (embedding and blocks ``:stop``) in training mode is not a
+    function of the image alone: it samples (dropout, drop-path, patch dropout) or normalises
+    with the batch's statistics (BatchNorm, as in a convolutional stem)."""
     if getattr(getattr(visual, "config", None), "patch_dropout", 0.0) > 0:
         return True
     parts = [m for name, m in visual.named_children() if name not in ("blocks", "norm", "fc_norm", "head",
@@ -113,9 +117,11 @@ def _stochastic(visual: torch.nn.Module, stop: int) -> bool:
     parts += list(visual.blocks)[:stop]
     for part in parts:
         for m in part.modules():
-            if getattr(m, "p", 0.0) and isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
                 return True
             if getattr(m, "drop_prob", 0.0):  # DropPath
+                return True
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 return True
     return False
 
@@ -128,23 +134,25 @@ def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float,
     frozen trunk's tokens (embedding and the blocks before the last ``unfreeze_last``;
     the encoder needs ``forward_trunk``/``forward_rest``, as :class:`~medvl.encoders.PatchEncoder`
     has), and the trained blocks run on them each step, unless the trunk samples in
-    training (dropout, drop-path, patch dropout), where nothing is cached. It is emptied
+    training or normalises with batch statistics (dropout, drop-path, patch dropout,
+    BatchNorm), where nothing is cached. It is emptied
     whenever the encoder's weights are loaded (directly or through a parent).
     """
     if budget_mb < 0:
         raise ValueError(f"feature_cache_mb must be >= 0, got {budget_mb}")
     if budget_mb == 0 or freeze == "none":
         return None
+    stop = None
     if freeze == "partial":
         stop = len(visual.blocks) - unfreeze_last
         if stop <= 0 or not hasattr(visual, "forward_trunk"):
             return None
-        if _stochastic(visual, stop):
-            log.warning("feature cache off: the frozen trunk of the encoder samples in training "
-                        "(dropout, drop-path or patch dropout)")
+        if _batch_dependent(visual, stop):
+            log.warning("feature cache off: in training the encoder's frozen trunk samples (dropout, drop-path, "
+                        "patch dropout) or uses batch statistics (BatchNorm): its output is not the image's alone")
             return None
     cache = FeatureCache(budget_mb)
-    cache.trunk_blocks = None if freeze == "all" else len(visual.blocks) - unfreeze_last
+    cache.trunk_blocks = stop
     visual.register_load_state_dict_post_hook(lambda module, keys: cache.clear())
     return cache
 

@@ -34,7 +34,7 @@ def test_hits_are_the_encoders_output_and_only_misses_are_encoded():
     torch.testing.assert_close(out, enc(mixed), rtol=0, atol=1e-6)
     torch.testing.assert_close(first, enc(x), rtol=0, atol=1e-6)
     x2 = x.clone()
-    x2[0, 0] += 1e-7  # one value changed by one ulp-scale step: a different image, a miss
+    x2[0, 0] = torch.nextafter(x2[0, 0], torch.tensor(float("inf")))  # one value one ulp up: another image, a miss
     with torch.no_grad():
         cache(enc, x2[:1])
     assert cache.misses == 8
@@ -97,6 +97,9 @@ def test_what_is_cached_follows_the_freeze_mode():
     # a trunk that samples in training (dropout) is never cached; drop-path rises from 0 at block 0
     assert _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16,
                    vision_kwargs={"proj_drop_rate": 0.1}).feature_cache is None
+    # nor one whose convolutional stem normalises with the batch's statistics (BatchNorm)
+    assert _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16,
+                   vision_kwargs={"stem": "conv"}).feature_cache is None
     gen = ReportGenerator(vision_encoder="test_vit_tiny_patch8", img_size=32, freeze="all", vocab=_vocab(),
                           decoder_kwargs={"dim": 32, "depth": 1, "num_heads": 2}, feature_cache_mb=16)
     with torch.no_grad():
