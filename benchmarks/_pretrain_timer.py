@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import lightning as L
+from pretrain import write_profile  # benchmarks/ is on PYTHONPATH, as for this module
 
 
 class StepTimer(L.Callback):
@@ -54,13 +55,7 @@ class StepTimer(L.Callback):
             self._prof.__enter__()
 
     def _stop_profile(self) -> None:
-        self._prof.__exit__(None, None, None)
-        avg = self._prof.key_averages()
-        with open(self.profile_out, "w") as f:
-            json.dump({"table": avg.table(sort_by="self_cpu_time_total", row_limit=self.profile_rows),
-                       "ops": [{"name": e.key, "self_cpu_us": e.self_cpu_time_total,
-                                "cpu_total_us": e.cpu_time_total, "count": e.count}
-                               for e in avg]}, f)
+        write_profile(self._prof, self.profile_out, self.profile_rows)
         self._prof = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

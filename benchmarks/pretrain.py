@@ -85,6 +85,7 @@ MEAN, STD = 0.5, 0.25
 OPEN_CLIP_MODEL = "medvl-ViT-Ti-16-112-text4"
 
 COMPARISONS = ("fp32", "best")
+
 TRAINERS = ("medvl", "open_clip")
 
 INSTALL_HINT = ("open_clip_train (open_clip's trainer) cannot be imported: {err}.\n"
@@ -371,6 +372,19 @@ def run_once(a: argparse.Namespace, trainer: str, comparison: str, tag: str,
 # -- the open_clip launcher -------------------------------------------------------------------------
 
 
+def write_profile(prof: Any, path: str, rows: int) -> None:
+    """Closes a running ``torch.profiler.profile`` and writes its top-``rows`` table and every op to ``path`` (JSON).
+
+    Shared by the open_clip launcher here and medvl's step timer (``_pretrain_timer.py``).
+    """
+    prof.__exit__(None, None, None)
+    avg = prof.key_averages()
+    with open(path, "w") as f:
+        json.dump({"table": avg.table(sort_by="self_cpu_time_total", row_limit=rows),
+                   "ops": [{"name": e.key, "self_cpu_us": e.self_cpu_time_total,
+                            "cpu_total_us": e.cpu_time_total, "count": e.count} for e in avg]}, f)
+
+
 class _HookedLoader:
     """open_clip_train's train loader, unchanged, noting the clock at every batch it hands out.
 
@@ -395,13 +409,7 @@ class _HookedLoader:
     def _stop(self) -> None:
         if self._prof is None:
             return
-        self._prof.__exit__(None, None, None)
-        avg = self._prof.key_averages()
-        with open(self._profile_out, "w") as f:
-            json.dump({"table": avg.table(sort_by="self_cpu_time_total", row_limit=self._rows),
-                       "ops": [{"name": e.key, "self_cpu_us": e.self_cpu_time_total,
-                                "cpu_total_us": e.cpu_time_total, "count": e.count}
-                               for e in avg]}, f)
+        write_profile(self._prof, self._profile_out, self._rows)
         self._prof = None
 
     def __iter__(self):
