@@ -266,6 +266,11 @@ class ContrastivePretraining(RunHealthHooks, L.LightningModule):
     def _eval_step(self, batch: dict[str, Any]) -> None:
         self.health.count(self, batch)
         if "image" not in batch:  # every sample of the batch was unreadable
+            if self._trainer is not None and self.trainer.world_size > 1:
+                # Under a sharding strategy (FSDP) the forward gathers each unit's parameters with the
+                # other ranks: a rank that skipped it would leave them waiting. No rows, no outputs.
+                empty = self._empty_batch()
+                self.model(empty["image"], empty["report_tokens"])
             return
         out = self.model(batch["image"], self._text(batch))  # the network's forward: hooked by a sharding wrapper
         self._eval_outputs.append({

@@ -19,6 +19,10 @@ timeout). What must hold:
   features of both ranks; FSDP averages the gradients).
 * The zero-shot prompts, encoded at an evaluation epoch's end outside any step, go through
   the wrapper's forward and give the single-process class embeddings and logit scale.
+* A validation step in which one rank's whole batch was unreadable (it holds only the skip
+  counts) does not leave the other rank waiting in the forward's all-gathers: the step is
+  called through the wrapper as Lightning calls it, the other rank's features are the
+  single-process ones, and the skipped rank counts its samples and keeps no outputs.
 """
 
 from __future__ import annotations
@@ -93,6 +97,28 @@ def _zero_shot(task, wrapped) -> tuple[torch.Tensor, torch.Tensor]:
         task._trainer = None
 
 
+def _validation_step(task, wrapped, batch: dict) -> None:
+    """``validation_step`` as Lightning's strategies call it: redirected through the wrapper's forward."""
+    from lightning.pytorch.strategies.strategy import _ForwardRedirection
+
+    task._trainer = SimpleNamespace(world_size=WORLD, training=False, testing=False, predicting=False)
+    try:
+        with torch.no_grad():
+            _ForwardRedirection()(wrapped, task, "validation_step", batch, 0)
+    finally:
+        task._trainer = None
+
+
+def _eval_batch(rank: int) -> dict:
+    """Rank 0: the first global batch's first rows; rank 1: a batch whose samples were all unreadable."""
+    if rank == 1:
+        return {"n_skipped": PER_RANK, "skipped": [{"file": f"bad{i}.dcm", "reason": "truncated"}
+                                                   for i in range(PER_RANK)]}
+    image, reports = _batches()[0]
+    labels = (torch.arange(PER_RANK * 6).reshape(PER_RANK, 6) % 3 == 0).float()  # the task's 6 default label names
+    return {"image": image[:PER_RANK], "report": reports[:PER_RANK], "labels": labels}
+
+
 def _fsdp_worker(rank: int, world: int, kind: str, loss: str) -> dict:
     # Runs in its own process inside an initialised gloo group (tests/_multiprocess.py).
     from medvl.layers import Block
@@ -123,8 +149,10 @@ def _fsdp_worker(rank: int, world: int, kind: str, loss: str) -> dict:
     rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
     losses = _train(task, wrapped, opt, rows)
     class_emb, scale = _zero_shot(task, wrapped)
+    _validation_step(task, wrapped, _eval_batch(rank))
     return {"losses": losses, "groups": _groups(opt), "class_emb": class_emb, "scale": scale, "sharded": sharded,
-            "n_params": len(list(task.parameters()))}
+            "n_params": len(list(task.parameters())), "eval": task._eval_outputs,
+            "skipped": dict(task.health.skipped)}
 
 
 def _refusals_worker(rank: int, world: int) -> dict:
@@ -151,8 +179,9 @@ def _reference(loss: str) -> dict:
     opt = _optimizer(task, task)
     losses = _train(task, task, opt, slice(None))
     class_emb, scale = _zero_shot(task, task)
+    _validation_step(task, task, _eval_batch(0))
     return {"losses": losses, "groups": _groups(opt), "class_emb": class_emb, "scale": scale,
-            "n_params": len(list(task.parameters()))}
+            "n_params": len(list(task.parameters())), "eval": task._eval_outputs}
 
 
 @pytest.mark.parametrize(("kind", "loss"), [("fsdp", "clip"), ("fully_shard", "siglip")],
@@ -173,6 +202,11 @@ def test_fsdp_on_two_cpu_processes_trains_as_one_process_on_the_global_batch(tmp
         assert rank["scale"].shape == ()
         torch.testing.assert_close(rank["scale"], ref["scale"], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(rank["class_emb"], ref["class_emb"], rtol=1e-4, atol=1e-5)
+    (kept,), (ref_kept,) = ranks[0]["eval"], ref["eval"]
+    assert ranks[1]["eval"] == [] and ranks[1]["skipped"] == {"val": PER_RANK} and ranks[0]["skipped"] == {}
+    for key in ("image_features", "text_features"):
+        assert kept[key].shape[0] == PER_RANK
+        torch.testing.assert_close(kept[key], ref_kept[key], rtol=1e-4, atol=1e-5)
 
 
 def test_param_groups_refuse_fsdp_parameters_whose_shapes_were_not_recorded(tmp_path):
