@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from medvl.encoders.registry import create_encoder, list_encoders
 from medvl.encoders.vision import PatchEncoder, VisionConfig
 
-__all__ = ["EXPORT_FORMAT", "EncoderSource", "read_encoder_source"]
+__all__ = ["EXPORT_FORMAT", "EncoderSource", "TextSource", "read_encoder_source", "read_text_source"]
 
 EXPORT_FORMAT = "medvl-encoder/1"
 
@@ -401,3 +401,56 @@ def read_encoder_source(
         if isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt:
             return _from_task_checkpoint(ckpt, str(path))
     return _from_state_dict(path, arch, dict(encoder_kwargs or {}))
+
+
+# ------------------------------------------------------------------ text towers
+
+_TEXT_PREFIX = "model.text."
+
+
+@dataclass
+class TextSource:
+    """A text encoder read from a medvl task checkpoint: its registry name, overrides and module."""
+
+    encoder: nn.Module
+    architecture: str
+    encoder_kwargs: dict[str, Any]
+    location: str
+
+
+def read_text_source(path: str | Path) -> TextSource:
+    """The text tower of a medvl task checkpoint that has one (contrastive pretraining, a fusion VQA).
+
+    Read with ``weights_only=True``; the tower is rebuilt from the checkpoint's
+    ``text_encoder`` and ``text_kwargs`` and its ``model.text.*`` weights load strictly, so
+    a tower whose tokenizer or width differs cannot be loaded by accident.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Not a medvl task checkpoint, or one without a text tower; the message
+            names the file and why.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file (a text tower is read from a medvl task checkpoint)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle and zip errors share no base class
+        raise ValueError(f"{path}: cannot read as a checkpoint ({type(err).__name__}: {err})") from err
+    if not (isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt):
+        raise ValueError(f"{path}: not a medvl task checkpoint (no hyper_parameters/state_dict)")
+    hp, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+    name, kwargs = hp.get("text_encoder"), dict(hp.get("text_kwargs") or {})
+    weights = _sub_state(state, _TEXT_PREFIX)
+    if not name or not weights:
+        raise ValueError(f"{path}: has no text tower (task {hp.get('_class_path', '?')}: no text_encoder "
+                         f"hyper-parameter or no '{_TEXT_PREFIX}*' weights)")
+    try:
+        encoder = create_encoder(name, **kwargs)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: cannot build text_encoder {name!r} {kwargs}: {err}") from err
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit text_encoder {name!r} {kwargs}: {err}") from err
+    return TextSource(encoder=encoder, architecture=name, encoder_kwargs=kwargs, location=str(path))

@@ -18,9 +18,9 @@ from typing import Any, MutableMapping
 from torch import nn
 
 from medvl.encoders import create_encoder
-from medvl.encoders.source import read_encoder_source
+from medvl.encoders.source import read_encoder_source, read_text_source
 
-__all__ = ["DATA_DEFAULTS", "read_pretrained_encoder"]
+__all__ = ["DATA_DEFAULTS", "read_pretrained_encoder", "read_pretrained_text"]
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +69,36 @@ def _read(hp: MutableMapping[str, Any], task: str) -> nn.Module | None:
         encoder.load_state_dict(src.encoder.state_dict())
     log.info("encoder %s from %s (%s)", src.architecture, hp["pretrained"], src.origin)
     return encoder
+
+
+DEFAULT_TEXT_ENCODER = "text_transformer_tiny"
+
+
+def read_pretrained_text(hp: MutableMapping[str, Any]) -> nn.Module | None:
+    """The ``hp["text_pretrained"]`` text tower (None: build ``text_encoder`` at random), its name resolved into ``hp``.
+
+    The checkpoint's ``text_encoder``/``text_kwargs`` are written into ``hp`` so that the
+    task's own checkpoint rebuilds the same tower. A path that no longer exists is a
+    reload of that checkpoint elsewhere (its weights are in it): None with a warning.
+
+    Raises:
+        ValueError: ``hp["text_encoder"]`` or ``hp["text_kwargs"]`` was set and disagrees
+            with the checkpoint's (both are named).
+    """
+    path = hp.get("text_pretrained")
+    if path is None or not Path(path).exists():
+        if path is not None:
+            log.warning("%s not found; building the question encoder %s from the hyper-parameters",
+                        path, hp["text_encoder"])
+        if hp["text_encoder"] is None:
+            hp["text_encoder"] = DEFAULT_TEXT_ENCODER
+        return None
+    src = read_text_source(path)
+    for key, value in (("text_encoder", src.architecture), ("text_kwargs", src.encoder_kwargs)):
+        given = hp[key]
+        if given and given != value:
+            raise ValueError(f"VQA(text_pretrained={path!r}): {key}={given!r} but the checkpoint's tower is {value!r}; "
+                             f"leave {key} unset to take the checkpoint's")
+    hp.update(text_encoder=src.architecture, text_kwargs=src.encoder_kwargs or None)
+    log.info("question encoder %s from %s", src.architecture, path)
+    return src.encoder

@@ -41,7 +41,7 @@ from medvl.heads.vqa import ANSWER_TOKEN
 from medvl.losses import CaptioningLoss, VQALoss
 from medvl.models._compile import ENCODER_METHODS, compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
-from medvl.models._encoder import read_pretrained_encoder
+from medvl.models._encoder import read_pretrained_encoder, read_pretrained_text
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import FusionVQA, GenerativeVQA
 from medvl.optim import adamw, param_groups, record_shapes, warmup_cosine
@@ -73,9 +73,15 @@ class VQA(RunHealthHooks, L.LightningModule):
         freeze: ``none`` trains the encoder, ``all`` freezes it, ``partial`` trains only
             its last ``unfreeze_last`` blocks and final norm.
         unfreeze_last: Blocks trained when ``freeze="partial"``.
-        text_encoder: Fusion head: registry name of the question encoder
-            (``text_transformer_tiny``; ``hf_text`` with ``text_kwargs.model_path`` for a
-            local Hugging Face encoder such as the bundled MiniLM).
+        text_encoder: Fusion head: registry name of the question encoder; None (default):
+            ``text_pretrained``'s, else ``text_transformer_tiny`` (``hf_text`` with
+            ``text_kwargs.model_path`` for a local Hugging Face encoder such as the bundled MiniLM).
+        text_pretrained: Fusion head: a medvl task checkpoint with a text tower (the
+            contrastive checkpoint ``make demo`` writes, ``runs/quickstart/checkpoints/best.ckpt``)
+            whose tower starts the question encoder, as METER and M3AE start theirs from a
+            pretrained text encoder: it already reads finding names, sides and negations.
+            Its ``text_encoder`` and ``text_kwargs`` are taken from the checkpoint; a
+            configured ``text_encoder`` that differs is an error.
         text_kwargs: Fusion head: overrides for the question encoder.
         fusion_kwargs: Fusion head: ``dim``, ``depth``, ``num_heads``, ``dropout``.
         pool: Fusion head: ``spatial`` (default; the image stream's mean plus a
@@ -134,8 +140,9 @@ class VQA(RunHealthHooks, L.LightningModule):
         vision_kwargs: dict[str, Any] | None = None,
         freeze: Literal["none", "all", "partial"] = "none",
         unfreeze_last: int = 2,
-        text_encoder: str = "text_transformer_tiny",
+        text_encoder: str | None = None,
         text_kwargs: dict[str, Any] | None = None,
+        text_pretrained: str | None = None,
         fusion_kwargs: dict[str, Any] | None = None,
         pool: Literal["mean", "spatial"] = "spatial",
         spatial_channels: int = 16,
@@ -171,6 +178,8 @@ class VQA(RunHealthHooks, L.LightningModule):
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"VQA: {name} must be one of {allowed}, got {value!r}")
+        if head == "generative" and text_pretrained is not None:
+            raise ValueError("VQA: text_pretrained is for the fusion head (the generative head's decoder reads the question)")
         if head == "fusion" and answer_mode == "rank":
             raise ValueError("VQA: answer_mode='rank' is for the generative head (the fusion head classifies)")
         self.save_hyperparameters()
@@ -181,8 +190,10 @@ class VQA(RunHealthHooks, L.LightningModule):
                       vision_kwargs=hp.vision_kwargs, encoder=encoder, freeze=freeze, unfreeze_last=unfreeze_last,
                       feature_cache_mb=feature_cache_mb)
         if head == "fusion":
+            text = read_pretrained_text(hp)
             self.model: FusionVQA | GenerativeVQA = FusionVQA(
-                answers, text_encoder=text_encoder, text_kwargs=text_kwargs, fusion_kwargs=fusion_kwargs, pool=pool,
+                answers, text_encoder=hp.text_encoder, text_kwargs=hp.text_kwargs, text_module=text,
+                fusion_kwargs=fusion_kwargs, pool=pool,
                 spatial_channels=spatial_channels, **common)
             self.loss_fn: torch.nn.Module = VQALoss(loss, label_smoothing=label_smoothing if loss == "ce" else 0.0)
         else:

@@ -18,7 +18,6 @@ Results equal the uncached forward up to the rounding a GEMM of another batch si
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -26,7 +25,6 @@ import torch
 
 __all__ = ["FeatureCache", "frozen_feature_cache", "image_tokens"]
 
-log = logging.getLogger(__name__)
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -106,26 +104,6 @@ class FeatureCache:
             self._bytes -= old.numel() * old.element_size()
 
 
-def _batch_dependent(visual: torch.nn.Module, stop: int) -> bool:
-    """Whether the trunk's output (embedding and blocks ``:stop``) in training mode is not a
-    function of the image alone: it samples (dropout, drop-path, patch dropout) or normalises
-    with the batch's statistics (BatchNorm, as in a convolutional stem)."""
-    if getattr(getattr(visual, "config", None), "patch_dropout", 0.0) > 0:
-        return True
-    parts = [m for name, m in visual.named_children() if name not in ("blocks", "norm", "fc_norm", "head",
-                                                                        "head_drop", "attn_pool")]
-    parts += list(visual.blocks)[:stop]
-    for part in parts:
-        for m in part.modules():
-            if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
-                return True
-            if getattr(m, "drop_prob", 0.0):  # DropPath
-                return True
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                return True
-    return False
-
-
 def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float,
                          unfreeze_last: int = 0) -> FeatureCache | None:
     """The cache for a network's encoder, or None: only the frozen part of an encoder is kept.
@@ -133,10 +111,11 @@ def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float,
     ``freeze="all"`` keeps the encoder's output tokens; ``freeze="partial"`` keeps the
     frozen trunk's tokens (embedding and the blocks before the last ``unfreeze_last``;
     the encoder needs ``forward_trunk``/``forward_rest``, as :class:`~medvl.encoders.PatchEncoder`
-    has), and the trained blocks run on them each step, unless the trunk samples in
-    training or normalises with batch statistics (dropout, drop-path, patch dropout,
-    BatchNorm), where nothing is cached. It is emptied
-    whenever the encoder's weights are loaded (directly or through a parent).
+    has), and the trained blocks run on them each step. Both rely on the owner keeping the
+    frozen part in eval mode (:func:`medvl.networks._freeze.frozen_to_eval`: no dropout,
+    drop-path or patch dropout, BatchNorm on its running statistics), so that its output
+    is a function of the image alone. It is emptied whenever the encoder's weights are
+    loaded (directly or through a parent).
     """
     if budget_mb < 0:
         raise ValueError(f"feature_cache_mb must be >= 0, got {budget_mb}")
@@ -146,10 +125,6 @@ def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float,
     if freeze == "partial":
         stop = len(visual.blocks) - unfreeze_last
         if stop <= 0 or not hasattr(visual, "forward_trunk"):
-            return None
-        if _batch_dependent(visual, stop):
-            log.warning("feature cache off: in training the encoder's frozen trunk samples (dropout, drop-path, "
-                        "patch dropout) or uses batch statistics (BatchNorm): its output is not the image's alone")
             return None
     cache = FeatureCache(budget_mb)
     cache.trunk_blocks = stop

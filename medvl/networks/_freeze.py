@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["FREEZE_MODES", "apply_freeze"]
+__all__ = ["FREEZE_MODES", "apply_freeze", "frozen_to_eval"]
 
 FREEZE_MODES = ("none", "all", "partial")
 
@@ -12,11 +12,10 @@ FREEZE_MODES = ("none", "all", "partial")
 def apply_freeze(visual: nn.Module, mode: str, unfreeze_last: int = 2) -> None:
     """Set ``requires_grad`` on a patch encoder for a freeze mode.
 
-    ``none`` trains the encoder, ``all`` freezes it (and puts it in eval mode: a frozen
-    encoder runs as at inference, without dropout or drop-path; the owner keeps it there
-    in ``train()``), ``partial`` trains only its last ``unfreeze_last`` blocks and its
-    final norm (``norm``, or ``fc_norm`` for mean-pooled encoders, whose ``norm`` is then
-    the identity).
+    ``none`` trains the encoder, ``all`` freezes it, ``partial`` trains only its last
+    ``unfreeze_last`` blocks and its final norm (``norm``, or ``fc_norm`` for mean-pooled
+    encoders, whose ``norm`` is then the identity). What is frozen is put in eval mode
+    (:func:`frozen_to_eval`; the owner calls it again in ``train()``).
 
     Raises:
         ValueError: An unknown mode.
@@ -30,5 +29,28 @@ def apply_freeze(visual: nn.Module, mode: str, unfreeze_last: int = 2) -> None:
             blk.requires_grad_(True)
         visual.norm.requires_grad_(True)
         visual.fc_norm.requires_grad_(True)
+    frozen_to_eval(visual, mode, unfreeze_last)
+
+
+def frozen_to_eval(visual: nn.Module, mode: str, unfreeze_last: int = 2) -> None:
+    """Put the frozen part of ``visual`` in eval mode: it runs as at inference, as LiT runs its locked tower.
+
+    ``all``: the whole encoder. ``partial``: everything but the trained last
+    ``unfreeze_last`` blocks and the final norms -- the embedding (a convolutional stem's
+    BatchNorm uses its running statistics and stops updating them: a frozen layer whose
+    statistics drift would not be frozen), patch dropout and the earlier blocks (no
+    dropout or drop-path). The frozen trunk's output is then a function of the image
+    alone, which the feature cache relies on (:mod:`medvl.networks._feature_cache`).
+    ``none``: nothing.
+    """
     if mode == "all":
         visual.eval()
+    elif mode == "partial":
+        trained = set(list(visual.blocks)[max(0, len(visual.blocks) - unfreeze_last):])
+        for name, child in visual.named_children():
+            if name == "blocks":
+                for blk in visual.blocks:
+                    if blk not in trained:
+                        blk.eval()
+            elif name not in ("norm", "fc_norm", "head", "head_drop", "attn_pool"):
+                child.eval()

@@ -26,7 +26,7 @@ from medvl.encoders import create_encoder
 from medvl.heads import generation
 from medvl.heads.report_decoder import PrefixLMDecoder, PrefixLMTokenizer, TransformerReportDecoder
 from medvl.networks._feature_cache import frozen_feature_cache, image_tokens
-from medvl.networks._freeze import FREEZE_MODES, apply_freeze
+from medvl.networks._freeze import FREEZE_MODES, apply_freeze, frozen_to_eval
 
 __all__ = ["ReportGenerator"]
 
@@ -136,8 +136,7 @@ class ReportGenerator(nn.Module):
 
     def train(self, mode: bool = True) -> ReportGenerator:
         super().train(mode)
-        if self.freeze == "all":
-            self.visual.eval()  # a frozen encoder runs as at inference: no dropout, no drop-path
+        frozen_to_eval(self.visual, self.freeze, self.unfreeze_last)  # the frozen part runs as at inference
         return self
 
     def _require_decoder(self) -> None:

@@ -30,7 +30,7 @@ from medvl.encoders import create_encoder
 from medvl.heads import generation
 from medvl.heads.vqa import AnswerClassifier, FusionEncoder, QATokenizer, answer_log_likelihood
 from medvl.networks._feature_cache import frozen_feature_cache, image_tokens
-from medvl.networks._freeze import apply_freeze
+from medvl.networks._freeze import apply_freeze, frozen_to_eval
 from medvl.networks.report import ReportGenerator
 
 __all__ = ["FusionVQA", "GenerativeVQA"]
@@ -57,6 +57,8 @@ class FusionVQA(nn.Module):
         text_encoder: Registry name of the question encoder (``text_transformer_tiny``,
             ``hf_text`` with ``text_kwargs["model_path"]`` for a local Hugging Face model).
         text_kwargs: Overrides for the question encoder.
+        text_module: A question encoder built elsewhere (e.g. a pretrained text tower), used
+            as is instead of building ``text_encoder``.
         fusion_kwargs: ``dim``, ``depth``, ``num_heads``, ``dropout`` of the fusion layers.
         pool: How the classifier pools the image stream: ``spatial`` (default: the mean
             plus a position-preserving readout, which "which side?" and "which lobe?"
@@ -81,6 +83,7 @@ class FusionVQA(nn.Module):
         unfreeze_last: int = 2,
         text_encoder: str = "text_transformer_tiny",
         text_kwargs: dict[str, Any] | None = None,
+        text_module: nn.Module | None = None,
         fusion_kwargs: dict[str, Any] | None = None,
         pool: Literal["mean", "spatial"] = "spatial",
         spatial_channels: int = 16,
@@ -92,7 +95,7 @@ class FusionVQA(nn.Module):
         self.freeze, self.unfreeze_last = freeze, unfreeze_last
         apply_freeze(self.visual, freeze, unfreeze_last)
         self.feature_cache = frozen_feature_cache(self.visual, freeze, feature_cache_mb, unfreeze_last)
-        self.text = create_encoder(text_encoder, **(text_kwargs or {}))
+        self.text = text_module if text_module is not None else create_encoder(text_encoder, **(text_kwargs or {}))
         self.num_image_tokens = self._count_tokens(img_size, in_chans)
         self.fusion = FusionEncoder(self.text.num_features, self.visual.num_features,
                                     num_image_tokens=self.num_image_tokens, **(fusion_kwargs or {}))
@@ -129,8 +132,7 @@ class FusionVQA(nn.Module):
 
     def train(self, mode: bool = True) -> FusionVQA:
         super().train(mode)
-        if self.freeze == "all":
-            self.visual.eval()
+        frozen_to_eval(self.visual, self.freeze, self.unfreeze_last)  # the frozen part runs as at inference
         return self
 
     def forward(self, image: torch.Tensor, question: Tokens | Sequence[str]) -> dict[str, torch.Tensor]:

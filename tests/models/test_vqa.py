@@ -162,3 +162,57 @@ def test_question_encoder_learning_rate_scale():
                      (task.model.visual, 1e-4)):
         lrs = [lr_of[id(p)] for p in part.parameters() if p.requires_grad]
         assert lrs and lrs == pytest.approx([lr] * len(lrs))
+
+
+def _contrastive_checkpoint(path: Path) -> Path:
+    """A contrastive task checkpoint as Lightning writes one (hyper-parameters and state dict)."""
+    from medvl.models import ContrastivePretraining
+
+    torch.manual_seed(3)
+    task = ContrastivePretraining(vision_encoder="test_vit_tiny_patch8", text_encoder="test_text_tiny", embed_dim=16,
+                                  img_size=32)
+    hp = dict(task.hparams)
+    torch.save({"hyper_parameters": hp, "state_dict": task.state_dict()}, path)
+    return path
+
+
+def test_question_encoder_starts_from_a_contrastive_checkpoints_text_tower(tmp_path, synthetic):
+    ckpt = _contrastive_checkpoint(tmp_path / "clip.ckpt")
+    tower = {k[len("model.text."):]: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()
+             if k.startswith("model.text.")}
+    task = VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_pretrained=str(ckpt), answers=["yes", "no"],
+               fusion_kwargs={"dim": 32, "depth": 1, "num_heads": 2})
+    assert task.hparams.text_encoder == "test_text_tiny"  # taken from the checkpoint
+    for name, value in task.model.text.state_dict().items():
+        torch.testing.assert_close(value, tower[name], rtol=0, atol=0)
+    # through the CLI: fit, then test from the VQA checkpoint alone once the contrastive one is gone
+    run = tmp_path / "run"
+    model = [arg for arg in FUSION if arg not in ("--model.text_encoder", "test_text_tiny")]
+    data = _layout("synthetic", tmp_path, synthetic)
+    main(["fit", *model, "--model.text_pretrained", str(ckpt), *data, *_trainer(run)])
+    vqa_ckpt = sorted(run.rglob("*.ckpt"))[-1]
+    saved = torch.load(vqa_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert saved["text_encoder"] == "test_text_tiny" and saved["text_pretrained"] == str(ckpt)
+    ckpt.unlink()
+    reloaded = VQA.load_from_checkpoint(vqa_ckpt, map_location="cpu", weights_only=True)
+    trained = torch.load(vqa_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    torch.testing.assert_close(reloaded.model.text.token_embedding.weight, trained["model.text.token_embedding.weight"])
+
+
+def test_text_pretrained_refusals(tmp_path):
+    ckpt = _contrastive_checkpoint(tmp_path / "clip.ckpt")
+    with pytest.raises(ValueError, match="text_encoder='text_transformer_tiny' but the checkpoint's tower is 'test_text_tiny'"):
+        VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_pretrained=str(ckpt),
+            text_encoder="text_transformer_tiny", answers=["yes", "no"])
+    with pytest.raises(ValueError, match="fusion head"):
+        VQA(head="generative", vision_encoder="test_vit_tiny_patch8", img_size=32, text_pretrained=str(ckpt))
+    bare = tmp_path / "probe.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("model.text.")}
+    torch.save(state, bare)
+    with pytest.raises(ValueError, match="probe.ckpt: has no text tower"):
+        VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_pretrained=str(bare), answers=["yes", "no"])
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.ckpt: cannot read as a checkpoint"):
+        VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_pretrained=str(tmp_path / "junk.ckpt"),
+            answers=["yes", "no"])

@@ -94,12 +94,12 @@ def test_what_is_cached_follows_the_freeze_mode():
     depth = len(_fusion().visual.blocks)
     assert _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16).feature_cache.trunk_blocks == depth - 1
     assert _fusion(freeze="partial", unfreeze_last=depth, feature_cache_mb=16).feature_cache is None  # no trunk
-    # a trunk that samples in training (dropout) is never cached; drop-path rises from 0 at block 0
-    assert _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16,
-                   vision_kwargs={"proj_drop_rate": 0.1}).feature_cache is None
-    # nor one whose convolutional stem normalises with the batch's statistics (BatchNorm)
-    assert _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16,
-                   vision_kwargs={"stem": "conv"}).feature_cache is None
+    # a trunk with dropout, drop-path or a BatchNorm stem is cached too: its owner keeps it in eval mode
+    for kwargs in ({"proj_drop_rate": 0.1, "drop_path_rate": 0.2}, {"stem": "conv"}):
+        net = _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16, vision_kwargs=kwargs).train()
+        assert net.feature_cache.trunk_blocks == depth - 1
+        assert not net.visual.patch_embed.training and not net.visual.blocks[0].training
+        assert net.visual.blocks[-1].training and net.visual.norm.training
     gen = ReportGenerator(vision_encoder="test_vit_tiny_patch8", img_size=32, freeze="all", vocab=_vocab(),
                           decoder_kwargs={"dim": 32, "depth": 1, "num_heads": 2}, feature_cache_mb=16)
     with torch.no_grad():
@@ -118,9 +118,10 @@ def test_trunk_and_rest_compose_to_forward_features(kwargs):
         torch.testing.assert_close(enc.forward_rest(enc.forward_trunk(x, k), k, x.shape[2:]), enc.forward_features(x))
 
 
-def test_partial_freeze_trains_the_last_blocks_on_the_cached_trunk():
-    plain = _fusion(freeze="partial", unfreeze_last=1)
-    cached = _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16)
+@pytest.mark.parametrize("kwargs", [{}, {"stem": "conv"}], ids=["patch-stem", "conv-stem-batchnorm"])
+def test_partial_freeze_trains_the_last_blocks_on_the_cached_trunk(kwargs):
+    plain = _fusion(freeze="partial", unfreeze_last=1, vision_kwargs=kwargs)
+    cached = _fusion(freeze="partial", unfreeze_last=1, feature_cache_mb=16, vision_kwargs=kwargs)
     cached.load_state_dict(plain.state_dict())
     images = _images(2).repeat(2, 1, 1, 1)
     targets = torch.tensor([0, 2, 1, 3])

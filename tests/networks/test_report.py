@@ -97,6 +97,22 @@ def test_freeze_modes():
         _tiny(freeze="some")
 
 
+def test_a_partly_frozen_conv_stem_keeps_its_batchnorm_statistics():
+    # The frozen trunk runs as at inference: its BatchNorm neither normalises with the batch's
+    # statistics nor updates its running ones; the trained last block is in training mode.
+    model = _tiny(vision_kwargs={"stem": "conv"}, freeze="partial", unfreeze_last=1, vocab=_vocab()).train()
+    bns = [m for m in model.visual.patch_embed.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns, "the conv stem has BatchNorm layers"
+    before = [bn.running_mean.clone() for bn in bns]
+    image = torch.randn(3, 1, 32, 32) * 3 + 1
+    model(image, model.tokenizer(REPORTS[:3]))["logits"].sum().backward()
+    for bn, old in zip(bns, before):
+        assert not bn.training
+        torch.testing.assert_close(bn.running_mean, old, rtol=0, atol=0)
+    assert model.visual.blocks[-1].training and not model.visual.blocks[0].training
+    assert model.visual.blocks[-1].attn.qkv.weight.grad is not None
+
+
 def test_a_given_encoder_is_used_as_is():
     from medvl.encoders import create_encoder
 
