@@ -5,6 +5,9 @@
 * ``model.safetensors`` - the encoder's state dict (medvl / timm parameter names);
 * ``projection.safetensors`` - the image projection into the joint space, when the
   task has one;
+* ``text.safetensors`` - the text tower, when the task has one (a contrastive or fusion
+  VQA checkpoint): ``config.json["text_encoder"]`` names its architecture, and a fusion VQA
+  starts its question encoder from it (``text_pretrained``);
 * ``config.json`` - architecture, preprocessing (channels, size, window, mean/std) and
   what each other file is and how it was checked;
 * ``README.md`` - a model card (architecture, parameter count, preprocessing, intended
@@ -50,7 +53,7 @@ from torch import nn
 
 from medvl._preprocess import ImageInput, Preprocessor
 from medvl.encoders import PatchEncoder
-from medvl.encoders.source import EXPORT_FORMAT, read_encoder_source
+from medvl.encoders.source import EXPORT_FORMAT, TEXT_WEIGHTS, TextSource, read_encoder_source, read_text_source
 
 __all__ = ["export_encoder", "load_encoder", "EXPORT_FORMAT", "ONNX_TOLERANCE"]
 
@@ -58,8 +61,8 @@ __all__ = ["export_encoder", "load_encoder", "EXPORT_FORMAT", "ONNX_TOLERANCE"]
 ONNX_TOLERANCE = 1e-3
 FORMATS = ("timm", "torchscript", "onnx")
 # Files an export may write besides config.json and README.md.
-_ARTEFACTS = ("model.safetensors", "projection.safetensors", "timm/model.safetensors", "model.torchscript.pt",
-              "model.onnx", "model.onnx.data")
+_ARTEFACTS = ("model.safetensors", "projection.safetensors", "text.safetensors", "timm/model.safetensors",
+              "model.torchscript.pt", "model.onnx", "model.onnx.data")
 
 # Normalisation recorded for a source that does not say (a foreign state dict, a module): identity.
 _DEFAULT_NORMALISATION = {"mean": 0.0, "std": 1.0}
@@ -201,6 +204,7 @@ def export_encoder(
     if unknown:
         raise ValueError(f"unknown export formats {sorted(unknown)}; expected some of {FORMATS}")
     src = read_encoder_source(checkpoint, arch=arch, encoder_kwargs=encoder_kwargs)
+    text = _text_tower(checkpoint)  # before the folder is cleared: the source may be the export itself
     pre = dict(src.preprocessing)
     for key, value in (("mean", image_mean), ("std", image_std), ("window", window)):
         if value is not None:
@@ -221,6 +225,9 @@ def export_encoder(
     if src.projection:
         save_file({k: v.contiguous() for k, v in src.projection.items()}, str(out / "projection.safetensors"),
                   metadata={"format": EXPORT_FORMAT})
+    if text is not None:
+        save_file({k: v.detach().contiguous() for k, v in text.encoder.state_dict().items()}, str(out / TEXT_WEIGHTS),
+                  metadata={"format": EXPORT_FORMAT})
 
     config: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -235,6 +242,8 @@ def export_encoder(
         "source": src.origin,
         "preprocessing": _json_ready(pre),
         "label_names": src.label_names,
+        "text_encoder": None if text is None else {"architecture": text.architecture,
+                                                   "kwargs": _json_ready(text.encoder_kwargs)},
         "inputs": "image (B, in_chans, img_size, img_size), normalised: (x - mean) / std of [0, 1] grey levels",
     }
     from medvl.kernels import use_fused
@@ -260,6 +269,16 @@ def export_encoder(
     return out
 
 
+def _text_tower(checkpoint: Any) -> TextSource | None:
+    """The source's text tower (a task checkpoint's or an export folder's), or None when it has none."""
+    if isinstance(checkpoint, PatchEncoder) or not isinstance(checkpoint, (str, Path)):
+        return None
+    try:
+        return read_text_source(checkpoint)
+    except ValueError:  # a probe or report checkpoint, a plain state dict: no text tower to write
+        return None
+
+
 # ------------------------------------------------------------------ model card
 def _model_card(cfg: dict[str, Any], extra: dict[str, Any]) -> str:
     vc, pre = cfg["vision_config"], cfg["preprocessing"]
@@ -272,6 +291,9 @@ def _model_card(cfg: dict[str, Any], extra: dict[str, Any]) -> str:
     params = f"{cfg['num_params']:,}"
     proj = (f"A `{cfg['projection']}` projection to the {cfg['embed_dim']}-d joint image-text space is in "
             "`projection.safetensors`." if cfg.get("projection") else "No projection head is included.")
+    if cfg.get("text_encoder"):
+        proj += (f" The text tower (`{cfg['text_encoder']['architecture']}`) is in `text.safetensors`; a fusion VQA "
+                 "starts its question encoder from it with `text_pretrained: <this folder>`.")
     window = pre.get("window") or "each file's own VOI LUT / window"
     lines = [
         f"# medvl image encoder: {cfg['architecture']}",

@@ -266,3 +266,35 @@ def test_conv_stem_has_no_timm_file_and_says_why(tmp_path):
     with torch.no_grad():
         ts = torch.jit.load(str(out / "model.torchscript.pt"))(x)[0]
     torch.testing.assert_close(ts, _features(enc, x), atol=1e-5, rtol=0)
+
+
+def test_the_text_tower_travels_in_the_export_and_starts_a_vqa_question_encoder(run, tmp_path):
+    from medvl.encoders.source import read_text_source
+    from medvl.models import VQA
+
+    out = run["out"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["text_encoder"] == {"architecture": "test_text_tiny", "kwargs": {}}
+    assert "text.safetensors" in (out / "README.md").read_text()
+    state = torch.load(run["ckpt"], map_location="cpu", weights_only=True)["state_dict"]
+    tower = {k[len("model.text."):]: v for k, v in state.items() if k.startswith("model.text.")}
+    from_export = read_text_source(out).encoder.state_dict()
+    assert set(from_export) == set(tower)
+    for name, value in from_export.items():
+        torch.testing.assert_close(value, tower[name], rtol=0, atol=0)
+    vqa = VQA(pretrained=str(out), text_pretrained=str(out), answers=["yes", "no"],
+              fusion_kwargs={"dim": 16, "depth": 1, "num_heads": 2})
+    assert vqa.hparams.text_encoder == "test_text_tiny"
+    torch.testing.assert_close(vqa.model.text.token_embedding.weight, tower["token_embedding.weight"], rtol=0, atol=0)
+    # re-exported in place, the folder keeps its tower; an encoder alone has none to write
+    import shutil
+
+    copy = shutil.copytree(out, tmp_path / "copy")
+    export_encoder(copy, copy, formats=())
+    assert (copy / "text.safetensors").is_file()
+    torch.testing.assert_close(read_text_source(copy).encoder.token_embedding.weight, tower["token_embedding.weight"])
+    bare = export_encoder(load_encoder(out), tmp_path / "bare", formats=())
+    assert json.loads((bare / "config.json").read_text())["text_encoder"] is None
+    assert not (bare / "text.safetensors").exists()
+    with pytest.raises(ValueError, match="the export has no text tower"):
+        read_text_source(bare)

@@ -418,21 +418,58 @@ class TextSource:
     location: str
 
 
-def read_text_source(path: str | Path) -> TextSource:
-    """The text tower of a medvl task checkpoint that has one (contrastive pretraining, a fusion VQA).
+TEXT_WEIGHTS = "text.safetensors"
+"""The text tower's weights in an export folder (``config.json`` names it under ``text_encoder``)."""
 
-    Read with ``weights_only=True``; the tower is rebuilt from the checkpoint's
-    ``text_encoder`` and ``text_kwargs`` and its ``model.text.*`` weights load strictly, so
-    a tower whose tokenizer or width differs cannot be loaded by accident.
+
+def _build_text(name: str, kwargs: dict[str, Any], weights: dict[str, Tensor], where: str) -> nn.Module:
+    try:
+        encoder = create_encoder(name, **kwargs)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{where}: cannot build text_encoder {name!r} {kwargs}: {err}") from err
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(f"{where}: weights do not fit text_encoder {name!r} {kwargs}: {err}") from err
+    return encoder
+
+
+def _text_from_export(folder: Path) -> TextSource:
+    from safetensors.torch import load_file
+
+    cfg = _read_export_config(folder)
+    text = cfg.get("text_encoder")
+    weights = folder / TEXT_WEIGHTS
+    if not text or not weights.is_file():
+        raise ValueError(f"{folder}: the export has no text tower (no text_encoder in config.json or no "
+                         f"{TEXT_WEIGHTS}; it is written when the exported checkpoint has one)")
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"{weights}: cannot read as safetensors ({type(err).__name__}: {err})") from err
+    kwargs = dict(text.get("kwargs") or {})
+    encoder = _build_text(text["architecture"], kwargs, state, str(weights))
+    return TextSource(encoder=encoder, architecture=text["architecture"], encoder_kwargs=kwargs, location=str(folder))
+
+
+def read_text_source(path: str | Path) -> TextSource:
+    """The text tower of an export folder or a medvl task checkpoint that has one (contrastive pretraining, a fusion VQA).
+
+    An export folder holds it as ``text.safetensors`` (``medvl export`` writes it when the
+    checkpoint has a text tower). A checkpoint is read with ``weights_only=True``. The
+    tower is rebuilt from the recorded ``text_encoder`` and ``text_kwargs`` and its weights
+    load strictly, so a tower whose tokenizer or width differs cannot be loaded by accident.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: Not a medvl task checkpoint, or one without a text tower; the message
-            names the file and why.
+        ValueError: Not an export folder or a medvl task checkpoint, or one without a text
+            tower; the message names the file and why.
     """
     path = Path(path)
+    if path.is_dir():
+        return _text_from_export(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file (a text tower is read from a medvl task checkpoint)")
+        raise FileNotFoundError(f"{path}: no such export folder or checkpoint file")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle and zip errors share no base class
@@ -445,12 +482,5 @@ def read_text_source(path: str | Path) -> TextSource:
     if not name or not weights:
         raise ValueError(f"{path}: has no text tower (task {hp.get('_class_path', '?')}: no text_encoder "
                          f"hyper-parameter or no '{_TEXT_PREFIX}*' weights)")
-    try:
-        encoder = create_encoder(name, **kwargs)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path}: cannot build text_encoder {name!r} {kwargs}: {err}") from err
-    try:
-        encoder.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit text_encoder {name!r} {kwargs}: {err}") from err
+    encoder = _build_text(name, kwargs, weights, str(path))
     return TextSource(encoder=encoder, architecture=name, encoder_kwargs=kwargs, location=str(path))

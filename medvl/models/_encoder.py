@@ -77,7 +77,8 @@ DEFAULT_TEXT_ENCODER = "text_transformer_tiny"
 def read_pretrained_text(hp: MutableMapping[str, Any]) -> nn.Module | None:
     """The ``hp["text_pretrained"]`` text tower (None: build ``text_encoder`` at random), its name resolved into ``hp``.
 
-    The checkpoint's ``text_encoder``/``text_kwargs`` are written into ``hp`` so that the
+    ``text_pretrained`` is an export folder with ``text.safetensors`` or a task checkpoint
+    (:func:`medvl.encoders.source.read_text_source`). Its ``text_encoder``/``text_kwargs`` are written into ``hp`` so that the
     task's own checkpoint rebuilds the same tower. A path that no longer exists is a
     reload of that checkpoint elsewhere (its weights are in it): None with a warning.
 

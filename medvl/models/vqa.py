@@ -76,9 +76,9 @@ class VQA(RunHealthHooks, L.LightningModule):
         text_encoder: Fusion head: registry name of the question encoder; None (default):
             ``text_pretrained``'s, else ``text_transformer_tiny`` (``hf_text`` with
             ``text_kwargs.model_path`` for a local Hugging Face encoder such as the bundled MiniLM).
-        text_pretrained: Fusion head: a medvl task checkpoint with a text tower (the
-            contrastive checkpoint ``make demo`` writes, ``runs/quickstart/checkpoints/best.ckpt``)
-            whose tower starts the question encoder, as METER and M3AE start theirs from a
+        text_pretrained: Fusion head: an export folder or a medvl task checkpoint with a
+            text tower (``exports/quickstart``, which ``make demo`` writes from its contrastive
+            checkpoint) whose tower starts the question encoder, as METER and M3AE start theirs from a
             pretrained text encoder: it already reads finding names, sides and negations.
             Its ``text_encoder`` and ``text_kwargs`` are taken from the checkpoint; a
             configured ``text_encoder`` that differs is an error.
