@@ -20,7 +20,7 @@ from torch import nn
 from medvl.encoders import create_encoder
 from medvl.encoders.source import read_encoder_source, read_text_source
 
-__all__ = ["DATA_DEFAULTS", "read_pretrained_encoder", "read_pretrained_text"]
+__all__ = ["DATA_DEFAULTS", "PretrainedSourceHooks", "read_pretrained_encoder", "read_pretrained_text"]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +103,33 @@ def read_pretrained_text(hp: MutableMapping[str, Any]) -> nn.Module | None:
     hp.update(text_encoder=src.architecture, text_kwargs=src.encoder_kwargs or None)
     log.info("question encoder %s from %s", src.architecture, path)
     return src.encoder
+
+
+class PretrainedSourceHooks:
+    """Lightning hooks that refuse to train from random weights a task whose configured source is missing.
+
+    A ``pretrained`` (or ``text_pretrained``) path that no longer exists is fine when the
+    weights come from the task's own checkpoint (a test, a predict, a resumed fit: the
+    network is rebuilt from the recorded hyper-parameters and the checkpoint fills it), but
+    a fit that starts from no checkpoint would quietly train the configured network from
+    random weights and report numbers for the wrong experiment: it stops with the path.
+    """
+
+    SOURCE_KEYS = ("pretrained", "text_pretrained")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+        self._weights_restored = True
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()  # type: ignore[misc]
+        if getattr(self, "_weights_restored", False):
+            return
+        hp = self.hparams  # type: ignore[attr-defined]
+        for key in self.SOURCE_KEYS:
+            path = hp.get(key)
+            if path is not None and not Path(path).exists():
+                hint = " (`make demo` writes exports/quickstart)" if "quickstart" in str(path) else ""
+                raise FileNotFoundError(
+                    f"{type(self).__name__}: {key}={path!r} does not exist{hint}, and this fit resumes no checkpoint: "
+                    f"it would train from random weights; write it first, or set {key}: null to start at random")

@@ -31,6 +31,7 @@ from medvl.encoders import EncoderSource, read_encoder_source
 from medvl.losses import MaskedBCELoss
 from medvl.metrics.classification import multilabel_auroc
 from medvl.models._compile import ENCODER_METHODS, compile_in_place
+from medvl.models._encoder import PretrainedSourceHooks
 from medvl.models._health import RunHealth, RunHealthHooks
 from medvl.models._reporting import gather_uneven, report_classification
 from medvl.networks import ImageClassifier
@@ -45,7 +46,7 @@ _DEFAULTS = {"vision_encoder": "vit_small_patch16", "img_size": 224, "in_chans":
              "image_std": 0.25}
 
 
-class Classifier(RunHealthHooks, L.LightningModule):
+class Classifier(PretrainedSourceHooks, RunHealthHooks, L.LightningModule):
     """Multi-label image classification on top of a (pretrained) patch encoder.
 
     Args:

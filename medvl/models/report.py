@@ -29,7 +29,7 @@ from medvl.data.vocab import WordTokenizer
 from medvl.losses import CaptioningLoss
 from medvl.models._compile import ENCODER_METHODS, compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
-from medvl.models._encoder import read_pretrained_encoder
+from medvl.models._encoder import PretrainedSourceHooks, read_pretrained_encoder
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import ReportGenerator
 from medvl.optim import adamw, param_groups, record_shapes, warmup_cosine
@@ -39,7 +39,7 @@ __all__ = ["ReportGeneration"]
 log = logging.getLogger(__name__)
 
 
-class ReportGeneration(RunHealthHooks, L.LightningModule):
+class ReportGeneration(PretrainedSourceHooks, RunHealthHooks, L.LightningModule):
     """Image-to-report generation on the shared patch encoder; the network is ``self.model``.
 
     Args:

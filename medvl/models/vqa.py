@@ -41,7 +41,7 @@ from medvl.heads.vqa import ANSWER_TOKEN
 from medvl.losses import CaptioningLoss, VQALoss
 from medvl.models._compile import ENCODER_METHODS, compile_in_place
 from medvl.models._health import RunHealth, RunHealthHooks
-from medvl.models._encoder import read_pretrained_encoder, read_pretrained_text
+from medvl.models._encoder import PretrainedSourceHooks, read_pretrained_encoder, read_pretrained_text
 from medvl.models._reporting import gather_rows, out_dir, write_jsonl
 from medvl.networks import FusionVQA, GenerativeVQA
 from medvl.optim import adamw, param_groups, record_shapes, warmup_cosine
@@ -54,7 +54,7 @@ HEADS = ("fusion", "generative")
 _GROUPS = ("question_type", "content_type")
 
 
-class VQA(RunHealthHooks, L.LightningModule):
+class VQA(PretrainedSourceHooks, RunHealthHooks, L.LightningModule):
     """Visual question answering on the shared patch encoder; the network is ``self.model``.
 
     Args:

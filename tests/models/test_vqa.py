@@ -216,3 +216,22 @@ def test_text_pretrained_refusals(tmp_path):
     with pytest.raises(ValueError, match="junk.ckpt: cannot read as a checkpoint"):
         VQA(vision_encoder="test_vit_tiny_patch8", img_size=32, text_pretrained=str(tmp_path / "junk.ckpt"),
             answers=["yes", "no"])
+
+
+def test_a_fit_whose_pretrained_source_is_missing_stops_but_a_resume_does_not(tmp_path, synthetic):
+    ckpt = _contrastive_checkpoint(tmp_path / "clip.ckpt")
+    model = [arg for arg in FUSION if arg not in ("--model.text_encoder", "test_text_tiny")]
+    data = _layout("synthetic", tmp_path, synthetic)
+    run = tmp_path / "run"
+    for key in ("pretrained", "text_pretrained"):
+        missing = str(tmp_path / "exports" / "nothing")
+        with pytest.raises(FileNotFoundError, match=f"VQA: {key}='{missing}' does not exist.*random weights"):
+            main(["fit", *model, f"--model.{key}", missing, *data, *_trainer(tmp_path / key)])
+    main(["fit", *model, "--model.text_pretrained", str(ckpt), *data, *_trainer(run)])
+    ckpt.unlink()  # the source is gone: resuming the run's own checkpoint still works
+    (first,) = run.rglob("*.ckpt")
+    step = torch.load(first, map_location="cpu", weights_only=True)["global_step"]
+    main(["fit", *model, "--model.text_pretrained", str(ckpt), *data, *_trainer(run), "--trainer.max_epochs", "2",
+          "--ckpt_path", str(first)])
+    steps = [torch.load(p, map_location="cpu", weights_only=True)["global_step"] for p in run.rglob("*.ckpt")]
+    assert max(steps) == 2 * step  # the second epoch trained
