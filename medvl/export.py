@@ -53,7 +53,7 @@ from torch import nn
 
 from medvl._preprocess import ImageInput, Preprocessor
 from medvl.encoders import PatchEncoder
-from medvl.encoders.source import EXPORT_FORMAT, TEXT_WEIGHTS, TextSource, read_encoder_source, read_text_source
+from medvl.encoders.source import EXPORT_FORMAT, TEXT_WEIGHTS, read_encoder_source
 
 __all__ = ["export_encoder", "load_encoder", "EXPORT_FORMAT", "ONNX_TOLERANCE"]
 
@@ -204,7 +204,7 @@ def export_encoder(
     if unknown:
         raise ValueError(f"unknown export formats {sorted(unknown)}; expected some of {FORMATS}")
     src = read_encoder_source(checkpoint, arch=arch, encoder_kwargs=encoder_kwargs)
-    text = _text_tower(checkpoint)  # before the folder is cleared: the source may be the export itself
+    text = src.text  # read with the source, before the folder is cleared: the source may be the export itself
     pre = dict(src.preprocessing)
     for key, value in (("mean", image_mean), ("std", image_std), ("window", window)):
         if value is not None:
@@ -226,7 +226,7 @@ def export_encoder(
         save_file({k: v.contiguous() for k, v in src.projection.items()}, str(out / "projection.safetensors"),
                   metadata={"format": EXPORT_FORMAT})
     if text is not None:
-        save_file({k: v.detach().contiguous() for k, v in text.encoder.state_dict().items()}, str(out / TEXT_WEIGHTS),
+        save_file({k: v.contiguous() for k, v in text.state.items()}, str(out / TEXT_WEIGHTS),
                   metadata={"format": EXPORT_FORMAT})
 
     config: dict[str, Any] = {
@@ -242,8 +242,7 @@ def export_encoder(
         "source": src.origin,
         "preprocessing": _json_ready(pre),
         "label_names": src.label_names,
-        "text_encoder": None if text is None else {"architecture": text.architecture,
-                                                   "kwargs": _json_ready(text.encoder_kwargs)},
+        "text_encoder": None if text is None else {"architecture": text.architecture, "kwargs": _json_ready(text.kwargs)},
         "inputs": "image (B, in_chans, img_size, img_size), normalised: (x - mean) / std of [0, 1] grey levels",
     }
     from medvl.kernels import use_fused
@@ -267,16 +266,6 @@ def export_encoder(
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "README.md").write_text(_model_card(config, extra or {}))
     return out
-
-
-def _text_tower(checkpoint: Any) -> TextSource | None:
-    """The source's text tower (a task checkpoint's or an export folder's), or None when it has none."""
-    if isinstance(checkpoint, PatchEncoder) or not isinstance(checkpoint, (str, Path)):
-        return None
-    try:
-        return read_text_source(checkpoint)
-    except ValueError:  # a probe or report checkpoint, a plain state dict: no text tower to write
-        return None
 
 
 # ------------------------------------------------------------------ model card

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from medvl.encoders.registry import create_encoder, list_encoders
 from medvl.encoders.vision import PatchEncoder, VisionConfig
 
-__all__ = ["EXPORT_FORMAT", "EncoderSource", "TextSource", "read_encoder_source", "read_text_source"]
+__all__ = ["EXPORT_FORMAT", "EncoderSource", "TextSource", "TextWeights", "read_encoder_source", "read_text_source"]
 
 EXPORT_FORMAT = "medvl-encoder/1"
 
@@ -74,6 +74,7 @@ class EncoderSource:
     origin: str = ""  # "export folder" | "task checkpoint" | "timm state dict" | "open_clip state dict" | ...
     location: str = ""  # the file or folder read, for messages
     label_names: list[str] | None = None  # label columns of the training data, when recorded
+    text: TextWeights | None = None  # the source's text tower, when it has one (written by medvl export)
 
     def check_preprocessing(
         self,
@@ -257,7 +258,7 @@ def _from_export(folder: Path) -> EncoderSource:
         encoder=encoder, architecture=cfg["architecture"], encoder_kwargs=dict(cfg["encoder_kwargs"]),
         preprocessing=dict(cfg["preprocessing"]), projection=proj, projection_kind=cfg.get("projection") if proj else None,
         embed_dim=cfg.get("embed_dim") if proj else None, task=cfg.get("task"), origin="export folder",
-        location=str(folder), label_names=cfg.get("label_names"),
+        location=str(folder), label_names=cfg.get("label_names"), text=_export_text_weights(folder, cfg),
     )
 
 
@@ -289,6 +290,7 @@ def _from_task_checkpoint(ckpt: dict[str, Any], where: str) -> EncoderSource:
         projection=proj, projection_kind=hp.get("projection") if proj else None,
         embed_dim=hp.get("embed_dim") if proj else None, task=hp.get("_class_path"), origin="task checkpoint",
         location=where, label_names=list(label_names) if label_names is not None else None,
+        text=_checkpoint_text_weights(ckpt),
     )
 
 
@@ -394,11 +396,8 @@ def read_encoder_source(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such export folder or checkpoint file")
     if path.suffix != ".safetensors":
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - pickle and zip errors share no base class
-            raise ValueError(f"{path}: cannot read as a checkpoint ({type(err).__name__}: {err})") from err
-        if isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt:
+        ckpt = _torch_load(path)
+        if _is_task_checkpoint(ckpt):
             return _from_task_checkpoint(ckpt, str(path))
     return _from_state_dict(path, arch, dict(encoder_kwargs or {}))
 
@@ -407,10 +406,22 @@ def read_encoder_source(
 
 _TEXT_PREFIX = "model.text."
 
+TEXT_WEIGHTS = "text.safetensors"
+"""The text tower's weights in an export folder (``config.json`` names it under ``text_encoder``)."""
+
+
+@dataclass
+class TextWeights:
+    """A text tower as stored: registry name, overrides and state dict (nothing built)."""
+
+    architecture: str
+    kwargs: dict[str, Any]
+    state: dict[str, Tensor]
+
 
 @dataclass
 class TextSource:
-    """A text encoder read from a medvl task checkpoint: its registry name, overrides and module."""
+    """A text encoder read from an export folder or a medvl task checkpoint: its registry name, overrides and module."""
 
     encoder: nn.Module
     architecture: str
@@ -418,38 +429,36 @@ class TextSource:
     location: str
 
 
-TEXT_WEIGHTS = "text.safetensors"
-"""The text tower's weights in an export folder (``config.json`` names it under ``text_encoder``)."""
-
-
-def _build_text(name: str, kwargs: dict[str, Any], weights: dict[str, Tensor], where: str) -> nn.Module:
+def _torch_load(path: Path) -> Any:
     try:
-        encoder = create_encoder(name, **kwargs)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{where}: cannot build text_encoder {name!r} {kwargs}: {err}") from err
-    try:
-        encoder.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"{where}: weights do not fit text_encoder {name!r} {kwargs}: {err}") from err
-    return encoder
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle and zip errors share no base class
+        raise ValueError(f"{path}: cannot read as a checkpoint ({type(err).__name__}: {err})") from err
 
 
-def _text_from_export(folder: Path) -> TextSource:
+def _is_task_checkpoint(ckpt: Any) -> bool:
+    return isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt
+
+
+def _checkpoint_text_weights(ckpt: dict[str, Any]) -> TextWeights | None:
+    hp = ckpt["hyper_parameters"]
+    name, weights = hp.get("text_encoder"), _sub_state(ckpt["state_dict"], _TEXT_PREFIX)
+    if not name or not weights:
+        return None
+    return TextWeights(name, dict(hp.get("text_kwargs") or {}), weights)
+
+
+def _export_text_weights(folder: Path, cfg: dict[str, Any]) -> TextWeights | None:
     from safetensors.torch import load_file
 
-    cfg = _read_export_config(folder)
-    text = cfg.get("text_encoder")
-    weights = folder / TEXT_WEIGHTS
+    text, weights = cfg.get("text_encoder"), folder / TEXT_WEIGHTS
     if not text or not weights.is_file():
-        raise ValueError(f"{folder}: the export has no text tower (no text_encoder in config.json or no "
-                         f"{TEXT_WEIGHTS}; it is written when the exported checkpoint has one)")
+        return None
     try:
         state = load_file(str(weights))
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
         raise ValueError(f"{weights}: cannot read as safetensors ({type(err).__name__}: {err})") from err
-    kwargs = dict(text.get("kwargs") or {})
-    encoder = _build_text(text["architecture"], kwargs, state, str(weights))
-    return TextSource(encoder=encoder, architecture=text["architecture"], encoder_kwargs=kwargs, location=str(folder))
+    return TextWeights(text["architecture"], dict(text.get("kwargs") or {}), state)
 
 
 def read_text_source(path: str | Path) -> TextSource:
@@ -467,20 +476,26 @@ def read_text_source(path: str | Path) -> TextSource:
     """
     path = Path(path)
     if path.is_dir():
-        return _text_from_export(path)
-    if not path.is_file():
+        text = _export_text_weights(path, _read_export_config(path))
+        if text is None:
+            raise ValueError(f"{path}: the export has no text tower (no text_encoder in config.json or no "
+                             f"{TEXT_WEIGHTS}; it is written when the exported checkpoint has one)")
+    elif not path.is_file():
         raise FileNotFoundError(f"{path}: no such export folder or checkpoint file")
+    else:
+        ckpt = _torch_load(path)
+        if not _is_task_checkpoint(ckpt):
+            raise ValueError(f"{path}: not a medvl task checkpoint (no hyper_parameters/state_dict)")
+        text = _checkpoint_text_weights(ckpt)
+        if text is None:
+            raise ValueError(f"{path}: has no text tower (task {ckpt['hyper_parameters'].get('_class_path', '?')}: "
+                             f"no text_encoder hyper-parameter or no '{_TEXT_PREFIX}*' weights)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle and zip errors share no base class
-        raise ValueError(f"{path}: cannot read as a checkpoint ({type(err).__name__}: {err})") from err
-    if not (isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt):
-        raise ValueError(f"{path}: not a medvl task checkpoint (no hyper_parameters/state_dict)")
-    hp, state = ckpt["hyper_parameters"], ckpt["state_dict"]
-    name, kwargs = hp.get("text_encoder"), dict(hp.get("text_kwargs") or {})
-    weights = _sub_state(state, _TEXT_PREFIX)
-    if not name or not weights:
-        raise ValueError(f"{path}: has no text tower (task {hp.get('_class_path', '?')}: no text_encoder "
-                         f"hyper-parameter or no '{_TEXT_PREFIX}*' weights)")
-    encoder = _build_text(name, kwargs, weights, str(path))
-    return TextSource(encoder=encoder, architecture=name, encoder_kwargs=kwargs, location=str(path))
+        encoder = create_encoder(text.architecture, **text.kwargs)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: cannot build text_encoder {text.architecture!r} {text.kwargs}: {err}") from err
+    try:
+        encoder.load_state_dict(text.state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit text_encoder {text.architecture!r} {text.kwargs}: {err}") from err
+    return TextSource(encoder=encoder, architecture=text.architecture, encoder_kwargs=text.kwargs, location=str(path))

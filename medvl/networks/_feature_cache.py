@@ -23,8 +23,9 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["FeatureCache", "frozen_feature_cache", "image_tokens"]
+from medvl.networks._freeze import trunk_depth
 
+__all__ = ["FeatureCache", "frozen_feature_cache", "image_tokens"]
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -123,8 +124,8 @@ def frozen_feature_cache(visual: torch.nn.Module, freeze: str, budget_mb: float,
         return None
     stop = None
     if freeze == "partial":
-        stop = len(visual.blocks) - unfreeze_last
-        if stop <= 0 or not hasattr(visual, "forward_trunk"):
+        stop = trunk_depth(visual, unfreeze_last)  # the blocks frozen_to_eval keeps in eval mode
+        if stop == 0 or not hasattr(visual, "forward_trunk"):
             return None
     cache = FeatureCache(budget_mb)
     cache.trunk_blocks = stop

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["FREEZE_MODES", "apply_freeze", "frozen_to_eval"]
+__all__ = ["FREEZE_MODES", "apply_freeze", "frozen_to_eval", "trunk_depth"]
 
 FREEZE_MODES = ("none", "all", "partial")
+
+
+_AFTER_TRUNK = ("blocks", "norm", "fc_norm", "head", "head_drop", "attn_pool")
+"""Children of a patch encoder that are not its embedding (the blocks are split by :func:`trunk_depth`)."""
+
+
+def trunk_depth(visual: nn.Module, unfreeze_last: int) -> int:
+    """Blocks of the frozen trunk under ``freeze="partial"``: all but the last ``unfreeze_last``."""
+    return max(0, len(visual.blocks) - unfreeze_last)
 
 
 def apply_freeze(visual: nn.Module, mode: str, unfreeze_last: int = 2) -> None:
@@ -24,8 +33,7 @@ def apply_freeze(visual: nn.Module, mode: str, unfreeze_last: int = 2) -> None:
         raise ValueError(f"freeze must be one of {FREEZE_MODES}, got {mode!r}")
     visual.requires_grad_(mode == "none")
     if mode == "partial":
-        n = len(visual.blocks)
-        for blk in list(visual.blocks)[max(0, n - unfreeze_last):]:
+        for blk in list(visual.blocks)[trunk_depth(visual, unfreeze_last):]:
             blk.requires_grad_(True)
         visual.norm.requires_grad_(True)
         visual.fc_norm.requires_grad_(True)
@@ -46,11 +54,6 @@ def frozen_to_eval(visual: nn.Module, mode: str, unfreeze_last: int = 2) -> None
     if mode == "all":
         visual.eval()
     elif mode == "partial":
-        trained = set(list(visual.blocks)[max(0, len(visual.blocks) - unfreeze_last):])
-        for name, child in visual.named_children():
-            if name == "blocks":
-                for blk in visual.blocks:
-                    if blk not in trained:
-                        blk.eval()
-            elif name not in ("norm", "fc_norm", "head", "head_drop", "attn_pool"):
-                child.eval()
+        embedding = [child for name, child in visual.named_children() if name not in _AFTER_TRUNK]
+        for part in (*embedding, *list(visual.blocks)[:trunk_depth(visual, unfreeze_last)]):
+            part.eval()
